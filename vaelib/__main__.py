@@ -28,11 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--architecture", default="auto", help="auto, mlp or conv")
     train.add_argument("--hidden-dim", type=int, default=None, help="hidden units (auto: 500 MNIST, 200 Frey)")
     train.add_argument("--hidden-layers", type=int, default=defaults.hidden_layers)
-    train.add_argument("--activation", default=defaults.activation, help=f"one of: {', '.join(ACTIVATIONS)}")
+    train.add_argument("--activation", default="auto", help=f"auto or one of: {', '.join(ACTIVATIONS)}")
+    train.add_argument("--res-blocks", type=int, default=defaults.res_blocks, help="conv: residual blocks")
     train.add_argument("--estimator", default=defaults.estimator, help=f"one of: {', '.join(ESTIMATORS)}")
     train.add_argument("--n-samples", type=int, default=defaults.n_samples, help="L (or k for iwae)")
     train.add_argument("--beta", type=float, default=defaults.beta, help="weight on the KL (1 = ELBO)")
     train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--lr-schedule", default=defaults.lr_schedule, help="constant or cosine")
+    train.add_argument("--kl-warmup-epochs", type=int, default=defaults.kl_warmup_epochs,
+                       help="ramp the KL weight from 0 to 1 over this many epochs")
     train.add_argument("--train-size", type=int, default=None, help="use the first N training examples")
     train.add_argument("--test-size", type=int, default=None, help="use the first N test examples")
     train.add_argument("--seed", type=int, default=defaults.seed)
@@ -93,8 +97,10 @@ def _train(args: argparse.Namespace) -> int:
         dataset=args.dataset, method=args.method, latent_dim=args.latent_dim, epochs=args.epochs,
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, likelihood=args.likelihood,
         architecture=args.architecture, hidden_dim=args.hidden_dim, hidden_layers=args.hidden_layers,
-        activation=args.activation, estimator=args.estimator, n_samples=args.n_samples, beta=args.beta,
-        weight_decay=args.weight_decay, train_size=args.train_size, test_size=args.test_size,
+        activation=args.activation, res_blocks=args.res_blocks, estimator=args.estimator,
+        n_samples=args.n_samples, beta=args.beta,
+        weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, kl_warmup_epochs=args.kl_warmup_epochs,
+        train_size=args.train_size, test_size=args.test_size,
         seed=args.seed, device=args.device,
     )
     run = fit(config, args.out, resume=args.resume, data_dir=args.data_dir, progress=not args.no_progress)

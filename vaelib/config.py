@@ -37,7 +37,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist": {"architecture": "mlp", "likelihood": "bernoulli", "hidden_dim": 500},
     "binarized-mnist": {"architecture": "mlp", "likelihood": "bernoulli", "hidden_dim": 500},
     "freyface": {"architecture": "mlp", "likelihood": "gaussian", "hidden_dim": 200},
-    "cifar10": {"architecture": "conv", "likelihood": "discretized-logistic", "hidden_dim": 32},
+    "cifar10": {"architecture": "conv", "likelihood": "discretized-logistic", "hidden_dim": 16},
 }
 
 # Knobs that change how a run is executed but not what it computes: left out of the hash, so the same
@@ -64,8 +64,9 @@ class RunConfig:
     architecture: str = "auto"
     likelihood: str = "auto"
     hidden_dim: int | None = None  # MLP hidden units, or the conv net's base channel count
-    hidden_layers: int = 1
-    activation: str = "tanh"
+    hidden_layers: int = 1  # MLP hidden layers (the paper: 1)
+    res_blocks: int = 0  # conv only: residual blocks after each of the two resolution stages
+    activation: str = "auto"  # auto: tanh for the MLP (the paper's), elu for the conv net
     decoder_std: float = 0.1  # only for the fixed-variance Gaussian decoder, on the [0, 1] pixel scale
     mixture_components: int = 5  # only for discretized-logistic-mixture
     estimator: str = "B"
@@ -95,7 +96,10 @@ class RunConfig:
         if self.likelihood == "auto":
             self.likelihood = defaults["likelihood"]
         if self.hidden_dim is None:
-            self.hidden_dim = defaults["hidden_dim"]
+            self.hidden_dim = defaults["hidden_dim"] if self.architecture == defaults["architecture"] else (
+                32 if self.architecture == "conv" else 500)
+        if self.activation == "auto":
+            self.activation = "tanh" if self.architecture == "mlp" else "elu"
         self._validate_combination()
 
     def validate(self) -> None:
@@ -104,7 +108,7 @@ class RunConfig:
         _choice("method", self.method, METHODS)
         _choice("architecture", self.architecture, ARCHITECTURES + ("auto",))
         _choice("likelihood", self.likelihood, LIKELIHOODS + ("auto",))
-        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("activation", self.activation, ACTIVATIONS + ("auto",))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("estimator", self.estimator, ESTIMATORS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -117,6 +121,7 @@ class RunConfig:
         _positive_int("checkpoint_every", self.checkpoint_every)
         _non_negative_int("epochs", self.epochs)
         _non_negative_int("kl_warmup_epochs", self.kl_warmup_epochs)
+        _non_negative_int("res_blocks", self.res_blocks)
         _non_negative_int("seed", self.seed)
         if self.hidden_dim is not None:
             _positive_int("hidden_dim", self.hidden_dim)

@@ -15,6 +15,7 @@ from torch import nn
 from .config import RunConfig
 from .likelihoods import Likelihood, make_likelihood
 
+LOG_VAR_BOUND = 20.0
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus}
 
 
@@ -38,23 +39,43 @@ class GaussianEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, log_var = self.body(x).chunk(2, dim=-1)
-        return loc, log_var
+        # A smooth bound |log_var| < 20 (the identity to within 5% where real posteriors live, |log_var| < 8):
+        # one overshooting step can otherwise push exp(log_var) past float32's range and end the run.
+        return loc, LOG_VAR_BOUND * torch.tanh(log_var / LOG_VAR_BOUND)
+
+
+class ResBlock(nn.Module):
+    """x + conv3x3(act(conv3x3(act(x)))): a pre-activation residual block that keeps the shape."""
+
+    def __init__(self, channels: int, activation: str) -> None:
+        super().__init__()
+        act = _ACTIVATIONS[activation]
+        self.net = nn.Sequential(act(), nn.Conv2d(channels, channels, 3, 1, 1), act(),
+                                 nn.Conv2d(channels, channels, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
 
 
 class ConvEncoderBody(nn.Module):
-    """Three stride-2 convolutions (32->16->8->4) and a linear head: (B, C*H*W) -> (B, out)."""
+    """A 3x3 stem, then two stride-2 stages (H -> H/2 -> H/4, channels c -> 2c -> 4c) with `res_blocks`
+    residual blocks after each, and a linear head: (B, C*H*W) -> (B, out). H and W must be multiples of 4
+    (MNIST 28x28, CIFAR-10 32x32, Frey Face 28x20)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], channels: int, out: int, activation: str) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], channels: int, out: int, activation: str,
+                 res_blocks: int = 0) -> None:
         super().__init__()
         c, h, w = image_shape
         act = _ACTIVATIONS[activation]
         self.image_shape = image_shape
         self.net = nn.Sequential(
-            nn.Conv2d(c, channels, 4, 2, 1), act(),
-            nn.Conv2d(channels, 2 * channels, 4, 2, 1), act(),
-            nn.Conv2d(2 * channels, 4 * channels, 4, 2, 1), act(),
+            nn.Conv2d(c, channels, 3, 1, 1), act(),
+            nn.Conv2d(channels, 2 * channels, 4, 2, 1),
+            *[ResBlock(2 * channels, activation) for _ in range(res_blocks)], act(),
+            nn.Conv2d(2 * channels, 4 * channels, 4, 2, 1),
+            *[ResBlock(4 * channels, activation) for _ in range(res_blocks)], act(),
             nn.Flatten(),
-            nn.Linear(4 * channels * (h // 8) * (w // 8), out),
+            nn.Linear(4 * channels * (h // 4) * (w // 4), out),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,16 +86,18 @@ class ConvDecoderBody(nn.Module):
     """Mirror of ConvEncoderBody: (..., Z) -> (..., P*C*H*W) with P output maps per image channel."""
 
     def __init__(self, image_shape: tuple[int, int, int], channels: int, latent_dim: int,
-                 params_per_dim: int, activation: str) -> None:
+                 params_per_dim: int, activation: str, res_blocks: int = 0) -> None:
         super().__init__()
         c, h, w = image_shape
         act = _ACTIVATIONS[activation]
-        self.start = (4 * channels, h // 8, w // 8)
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 4 * channels * (h // 8) * (w // 8)), act())
+        self.start = (4 * channels, h // 4, w // 4)
+        self.fc = nn.Linear(latent_dim, 4 * channels * (h // 4) * (w // 4))
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(4 * channels, 2 * channels, 4, 2, 1), act(),
+            *[ResBlock(4 * channels, activation) for _ in range(res_blocks)], act(),
+            nn.ConvTranspose2d(4 * channels, 2 * channels, 4, 2, 1),
+            *[ResBlock(2 * channels, activation) for _ in range(res_blocks)], act(),
             nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1), act(),
-            nn.ConvTranspose2d(channels, params_per_dim * c, 4, 2, 1),
+            nn.Conv2d(channels, params_per_dim * c, 3, 1, 1),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -138,9 +161,10 @@ def build_model(config: RunConfig, image_shape: tuple[int, int, int]) -> VAE:
         encoder_body: nn.Module = mlp([d, *hidden, 2 * z], config.activation)
         decoder: nn.Module = mlp([z, *hidden[::-1], likelihood.params_per_dim * d], config.activation)
     else:
-        encoder_body = ConvEncoderBody(image_shape, config.hidden_dim, 2 * z, config.activation)
+        encoder_body = ConvEncoderBody(image_shape, config.hidden_dim, 2 * z, config.activation,
+                                       config.res_blocks)
         decoder = ConvDecoderBody(image_shape, config.hidden_dim, z, likelihood.params_per_dim,
-                                  config.activation)
+                                  config.activation, config.res_blocks)
     model = VAE(GaussianEncoder(encoder_body, z), decoder, likelihood, image_shape)
     if config.init_std is not None:
         for module in model.modules():
