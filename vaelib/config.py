@@ -153,6 +153,16 @@ class RunConfig:
                 f"likelihood={self.likelihood!r} does not fit binary data (dataset='binarized-mnist'); "
                 "use likelihood='bernoulli', or dataset='mnist' for grey levels"
             )
+        if self.method != "aevb":
+            # These knobs shape the AEVB objective only; a baseline run keyed by one would be keyed by a
+            # setting that did nothing.
+            fixed = {"beta": 1.0, "kl_warmup_epochs": 0, "estimator": "B"}
+            if self.method == "mcem":
+                fixed["n_samples"] = 1
+            bad = [f"{k}={getattr(self, k)!r}" for k, v in fixed.items() if getattr(self, k) != v]
+            if bad:
+                allowed = ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+                raise ConfigError(f"{', '.join(bad)} has no meaning for method={self.method!r}; use {allowed}")
         if self.estimator == "iwae" and self.beta != 1.0:
             raise ConfigError(f"beta={self.beta} is not allowed with estimator='iwae'; use beta=1.0")
 

@@ -72,9 +72,19 @@ def evaluate(run: Run, dataset: Dataset | None = None, iw_samples: int = 5000, s
               "kl": terms["kl"], "elbo_estimator": "SGVB estimator B (analytic KL), L=1",
               "active_units": active_units(means), "latent_dim": run.config.latent_dim}
     result["log_likelihood"] = math.nan
+    result["log_likelihood_estimator"] = f"importance sampling from q(z|x), k={iw_samples}"
+    if run.config.method == "mcem":
+        # MCEM never trains the encoder: no ELBO, and the proposal for log p(x) comes from HMC instead.
+        from .baselines import marginal_log_likelihood  # noqa: PLC0415
+
+        result.update(elbo=math.nan, log_px_z=math.nan, kl=math.nan, active_units=math.nan, elbo_estimator="")
+        result["log_likelihood_estimator"] = f"importance sampling, Gaussian fitted to HMC samples, k={iw_samples}"
     if iw_samples:
-        log_px = log_likelihood(model, data.split_batches(split, batch_size), iw_samples, progress=progress,
-                                total=n)
+        batches = data.split_batches(split, batch_size)
+        if run.config.method == "mcem":
+            log_px = marginal_log_likelihood(model, batches, "hmc-is", progress, n, k=iw_samples)
+        else:
+            log_px = log_likelihood(model, batches, iw_samples, progress=progress, total=n)
         result["log_likelihood"] = float(log_px.mean())
         result["log_likelihood_sem"] = float(log_px.std() / math.sqrt(len(log_px)))
     reference = result["log_likelihood"] if iw_samples else result["elbo"]
