@@ -76,7 +76,7 @@ class Dataset:
                        move(self.y_test), self.image_shape, self.test_note)
 
     def _as_float(self, x: torch.Tensor, generator: torch.Generator | None, binarize: bool) -> torch.Tensor:
-        x = x.float().div_(255.0)
+        x = x.div(255.0)  # uint8 / float -> float32 in one pass, the same values as .float().div_(255.0)
         if binarize:
             # Dynamic binarization: a fresh Bernoulli draw with the grey level as its probability.
             u = torch.rand(x.shape, generator=generator, device=x.device)
@@ -93,7 +93,8 @@ class Dataset:
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             index = order[start:start + batch_size]
-            yield self._as_float(self.x_train[index], generator, self.binarized)
+            # index_select, not x_train[index]: the same rows, 3x faster on CPU (bench/README.md)
+            yield self._as_float(self.x_train.index_select(0, index), generator, self.binarized)
 
     def test_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Yield the test set in order as float batches (fixed binarization: the same every call)."""

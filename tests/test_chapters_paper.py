@@ -1,0 +1,155 @@
+"""vaelib.study (train-evaluate-compare helpers) and the chapters that use it: 06_freyface, 09_test_nll,
+10_results. Runs on the tiny committed MNIST fixture; the notebooks themselves run in test_notebooks.py."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import torch
+
+from vaelib import figures, report, study
+from vaelib.config import RunConfig
+from vaelib.data import load_dataset
+from vaelib.evaluate import posterior_means
+from vaelib.models import build_model
+from vaelib.objectives import active_units
+from vaelib.results import load_all, record
+
+CHAPTERS = ("06_freyface", "09_test_nll", "10_results")
+
+
+def _declared_parameters(path: Path) -> set[str]:
+    nb = nbformat.read(path, as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    return {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+@pytest.mark.parametrize("stem", CHAPTERS)
+def test_every_profile_sets_only_parameters_the_chapter_declares(stem: str) -> None:
+    # papermill injects an unknown name without complaint, so a typo in a profile would silently do nothing.
+    path = report.NOTEBOOKS_DIR / f"{stem}.ipynb"
+    if not path.exists():
+        pytest.skip(f"{path.name} not written yet")
+    declared = _declared_parameters(path)
+    for name in report.available_profiles():
+        entry = report.load_profile(name).notebooks.get(stem, {})
+        unknown = sorted(set(entry) - declared)
+        assert not unknown, f"profile {name} sets {unknown} for {stem}, which its parameters cell does not declare"
+
+
+def test_test_nll_chapter_takes_its_whole_model_from_parameters() -> None:
+    path = report.NOTEBOOKS_DIR / "09_test_nll.ipynb"
+    if not path.exists():
+        pytest.skip("09_test_nll.ipynb not written yet")
+    knobs = {"architecture", "hidden_dim", "hidden_layers", "res_blocks", "latent_dim", "activation", "optimizer",
+             "lr", "lr_schedule", "kl_warmup_epochs", "epochs", "batch_size", "iw_eval_samples", "eval_test_size",
+             "iwae_k", "train_iwae", "device", "data_dir", "runs_dir"}
+    missing = knobs - _declared_parameters(path)
+    assert not missing, f"09_test_nll's parameters cell lacks {sorted(missing)}"
+
+
+@pytest.fixture
+def tiny(tiny_config: RunConfig) -> RunConfig:
+    return tiny_config.replace(epochs=1, train_size=100, test_size=60)
+
+
+def test_train_and_evaluate_rejects_bad_input_before_training(tmp_path: Path, tiny: RunConfig) -> None:
+    with pytest.raises(ValueError, match="configs is empty"):
+        study.train_and_evaluate({}, runs_dir=tmp_path)
+    with pytest.raises(TypeError, match="not a RunConfig"):
+        study.train_and_evaluate({"a": tiny.to_dict()}, runs_dir=tmp_path)  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="iw_samples=-1"):
+        study.train_and_evaluate({"a": tiny}, iw_samples=-1, runs_dir=tmp_path)
+    with pytest.raises(ValueError, match="max_examples=0"):
+        study.train_and_evaluate({"a": tiny}, max_examples=0, runs_dir=tmp_path)
+    assert not any(tmp_path.iterdir()), "nothing may be trained when the input is bad"
+
+
+def test_train_and_evaluate_table_and_bounds(tmp_path: Path, data_dir: Path, tiny: RunConfig) -> None:
+    configs = {"ELBO": tiny, "IWAE": tiny.replace(estimator="iwae", n_samples=3)}
+    result = study.train_and_evaluate(configs, iw_samples=20, max_examples=50, runs_dir=tmp_path,
+                                      data_dir=data_dir, progress=False)
+    assert list(result.table.index) == ["ELBO", "IWAE"]
+    for label, r in result.results.items():
+        assert r["n_examples"] == 50
+        # Importance sampling with k=20 is a tighter bound than the ELBO (k=1) in expectation; with the
+        # evaluation's fixed seed this is deterministic.
+        assert r["log_likelihood"] > r["elbo"], label
+        assert result.table.loc[label, "epochs"] == tiny.epochs
+    table = study.nll_comparison_table(result, profile="quick")
+    ours = table.loc["ELBO (ours)"]
+    assert ours["NLL (nats)"] == pytest.approx(-result.results["ELBO"]["log_likelihood"])
+    assert ours["NLL (nats)"] > 0, "an NLL of binary images is positive"
+    assert ours["test images"] == 50 and "quick" in ours["source"]
+    literature = table[~table.index.str.endswith("(ours)")]
+    assert len(literature) == len(study.MNIST_NLL_LITERATURE)
+    assert literature["active units"].isna().all(), "no active-unit count may be invented for the literature"
+
+
+def test_nll_table_without_importance_sampling_uses_the_negative_elbo(tmp_path: Path, data_dir: Path,
+                                                                      tiny: RunConfig) -> None:
+    result = study.train_and_evaluate({"VAE": tiny}, iw_samples=0, runs_dir=tmp_path, data_dir=data_dir,
+                                      progress=False)
+    row = study.nll_comparison_table(result).loc["VAE (ours)"]
+    assert row["NLL (nats)"] == pytest.approx(-result.results["VAE"]["elbo"])
+    assert "upper bound" in row["estimator"]
+    assert math.isnan(result.table.loc["VAE", "log p(x) (nats)"])
+
+
+def test_evaluate_cached_reuses_the_stored_result(tmp_path: Path, data_dir: Path, tiny: RunConfig,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from vaelib.train import fit_or_load
+
+    run = fit_or_load(tiny, runs_dir=tmp_path, data_dir=data_dir, progress=False)
+    data = load_dataset(tiny.dataset, data_dir, tiny.train_size, tiny.test_size)
+    calls = []
+    real = study.evaluate
+    monkeypatch.setattr(study, "evaluate", lambda *a, **k: calls.append(k) or real(*a, **k))
+    first = study.evaluate_cached(run, data, iw_samples=10, max_examples=40, progress=False)
+    again = study.evaluate_cached(run, data, iw_samples=10, max_examples=40, progress=False)
+    assert len(calls) == 1 and again == first
+    other = study.evaluate_cached(run, data, iw_samples=11, max_examples=40, progress=False)
+    assert len(calls) == 2 and other["iw_samples"] == 11
+
+
+def test_unit_activity_finds_units_the_encoder_ignores(data_dir: Path, tiny: RunConfig) -> None:
+    data = load_dataset(tiny.dataset, data_dir, tiny.train_size, tiny.test_size)
+    model = build_model(tiny, data.image_shape)
+    last = model.encoder.body[-1]
+    with torch.no_grad():
+        last.weight[:2] = 0.0  # the posterior means of units 0 and 1 no longer depend on x
+    values = figures.unit_activity_values(model, data, n=80)
+    assert values.shape == (tiny.latent_dim,)
+    assert values[:2].max() < 1e-12 and values[2:].min() > 0
+    means = posterior_means(model, [next(data.test_batches(80))])
+    assert int((values > 0.01).sum()) == active_units(means)
+    fig = figures.unit_activity({"a": model}, data, n=80)
+    assert fig.axes[0].get_yscale() == "log"
+
+
+def test_results_summary_differences_and_empty_input(tmp_path: Path) -> None:
+    empty = study.results_summary(load_all(tmp_path))
+    assert empty.empty and "ours - anchor" in empty.columns
+    record("06_freyface", "test_elbo_z2", 800.5, "nats", "ELBO, B, L=1", directory=tmp_path)
+    record("09_test_nll", "vae_test_nll", 88.0, "nats", "IS k=10", anchor="Burda", anchor_value=86.76,
+           directory=tmp_path)
+    record("09_test_nll", "vae_active_units", 17, "units", "Cov > 0.01", directory=tmp_path)
+    table = study.results_summary(load_all(tmp_path))
+    assert table.loc[("09_test_nll", "vae_test_nll"), "ours - anchor"] == pytest.approx(88.0 - 86.76)
+    assert math.isnan(table.loc[("06_freyface", "test_elbo_z2"), "ours - anchor"])
+    shown = study.format_results(table)
+    assert shown.loc[("06_freyface", "test_elbo_z2"), "ours - anchor"] == ""
+    assert shown.loc[("09_test_nll", "vae_active_units"), "ours"] == "17"
+    assert shown.loc[("09_test_nll", "vae_test_nll"), "ours - anchor"].startswith("+")
+    assert "nan" not in shown.to_string().lower()
+
+
+def test_results_summary_names_missing_columns() -> None:
+    with pytest.raises(ValueError, match="lacks column"):
+        study.results_summary(pd.DataFrame({"chapter": ["x"], "value": [1.0]}))
