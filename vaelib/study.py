@@ -291,3 +291,48 @@ def missing_chapters(frame: pd.DataFrame, profile: str, exclude: Sequence[str] =
     present = set(frame["chapter"]) if "chapter" in frame else set()
     return [stem for stem in listed if stem not in present and stem not in exclude
             and (NOTEBOOKS_DIR / f"{stem}.ipynb").exists()]
+
+
+MEASURED_DIR = Path(__file__).resolve().parents[1] / "book" / "measured" / "paper-h100"
+
+
+@dataclass
+class MeasuredRuns:
+    """Runs trained elsewhere (a GPU) whose config, history and evaluation were committed as files.
+
+    table: one row per run (nats per example); histories: label -> the run's per-epoch history.
+    """
+
+    table: pd.DataFrame
+    histories: dict[str, pd.DataFrame]
+
+
+def load_measured_runs(directory: str | os.PathLike = MEASURED_DIR) -> MeasuredRuns:
+    """Read `<directory>/<run>/{config.json,history.csv,evaluate.json}` (as `python -m vaelib train` and
+    `evaluate` wrote them) into a table: test ELBO (estimator B, L=1), NLL = -log p(x) by importance
+    sampling, its standard error, the test images it used, active units and training time."""
+    root = Path(directory)
+    runs = sorted(p for p in root.iterdir() if (p / "evaluate.json").exists()) if root.is_dir() else []
+    if not runs:
+        raise FileNotFoundError(f"no measured runs under {root} (each needs config.json, history.csv and "
+                                "evaluate.json)")
+    rows, histories = [], {}
+    for path in runs:
+        config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
+        result = json.loads((path / "evaluate.json").read_text())
+        history = pd.read_csv(path / "history.csv")
+        histories[path.name] = history
+        rows.append({
+            "run": path.name,
+            "model": f"{describe_architecture(config)}; {describe_training(config)}",
+            "objective": f"IWAE, k={config.n_samples}" if config.estimator == "iwae" else "ELBO",
+            "epochs": config.epochs,
+            "test ELBO (nats)": result["elbo"],
+            "test NLL (nats)": -result["log_likelihood"],
+            "± s.e.": result["log_likelihood_sem"],
+            "IS samples k": result["iw_samples"],
+            "test images": result["n_examples"],
+            "active units": f"{result['active_units']} of {config.latent_dim}",
+            "training (s)": float(history["seconds"].sum()),
+        })
+    return MeasuredRuns(pd.DataFrame(rows).set_index("run"), histories)
