@@ -234,6 +234,14 @@ def machine() -> dict:
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
+def warn_if_busy() -> None:
+    """Say so when other work is running: with OpenMP threads that wait on each other at every op, a
+    contended core slows a 2-thread epoch several-fold, so such timings say little about the code."""
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
+        print(f"warning: load average {os.getloadavg()[0]:.2f} before the benchmark: other processes are running "
+              "and the timings will be slow and noisy", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="examples,paper", help=f"comma-separated, of: {', '.join(SPECS)}")
@@ -258,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"{npz} not found: point --data-dir or $VAELIB_DATA at the directory holding mnist.npz")
 
     torch.set_num_threads(args.threads)
+    warn_if_busy()
     peak_before = matmul_peak(args.peak_size)
     dataset = load_dataset("mnist", args.data_dir)
     results = {"machine": machine(), "targets": {"ratio": TARGET_RATIO, "fraction_of_peak": TARGET_FRACTION},

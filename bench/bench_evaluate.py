@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_epoch import machine, matmul_peak  # noqa: E402
+from bench_epoch import machine, matmul_peak, warn_if_busy  # noqa: E402
 
 from vaelib.config import RunConfig  # noqa: E402
 from vaelib.data import load_dataset  # noqa: E402
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    warn_if_busy()
 
     results: dict = {"machine": machine(), "k": args.k}
     peak = matmul_peak()

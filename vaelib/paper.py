@@ -604,12 +604,18 @@ def _run_staged(config: RunConfig, dataset: Dataset, runs_dir: str | os.PathLike
         model.eval()
         history = pd.read_csv(out / "history.csv")
         train_seconds = float(history.loc[history["epoch"] <= epoch, "seconds"].sum())
+        memo: dict[str, tuple[torch.Tensor, str]] = {}  # for MCEM, "is" and "hmc-is" are the same computation
         for _, estimator, split, key in [w for w in missing if w[0] == epoch]:
             x = _eval_points(dataset, split, n_points).to(next(model.parameters()).device)
-            torch.manual_seed(config.seed)  # the same proposal draws whenever a stage is evaluated again
+            kind = "paper" if estimator == "paper" else ("encoder" if estimator == "is" and config.method != "mcem"
+                                                         else "hmc-is")
+            spec = _settings_key(split, kind, k, estimator_kwargs[estimator])
             t0 = time.perf_counter()
-            values, proposal = _estimate(model, config.method, x, estimator, k, batch_size,
-                                         estimator_kwargs[estimator], progress)
+            if spec not in memo:
+                torch.manual_seed(config.seed)  # the same proposal draws whenever a stage is evaluated again
+                memo[spec] = _estimate(model, config.method, x, estimator, k, batch_size,
+                                       estimator_kwargs[estimator], progress)
+            values, proposal = memo[spec]
             values = values.double().cpu()
             new_rows.append({
                 "dataset": config.dataset, "method": config.method, "train_size": n_train,
@@ -757,7 +763,7 @@ def estimator_findings(comparison: pd.DataFrame) -> list[str]:
         if len(encoder):
             worst = encoder.loc[encoder["hmc-is - is"].idxmax()]
             sentences.append(
-                f"{labels['hmc-is'].capitalize()} is above the encoder-proposal estimate by "
+                f"Importance sampling with the HMC-fitted proposal is above the encoder-proposal estimate by "
                 f"{encoder['hmc-is - is'].mean():+.2f} nats on average over {len(encoder)} AEVB and wake-sleep "
                 f"rows, at most {worst['hmc-is - is']:+.2f} ({METHOD_LABELS[worst['method']]}, "
                 f"N_train = {int(worst['train_size']):,}, {worst['split']}). Both are lower bounds in "
