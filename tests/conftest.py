@@ -30,3 +30,13 @@ def tiny_config() -> RunConfig:
     """A binarized-MNIST run small enough to train a few epochs in about a second on 2 CPU cores."""
     return RunConfig(dataset="binarized-mnist", latent_dim=5, hidden_dim=64, epochs=3, batch_size=50,
                      optimizer="adam", lr=3e-3, train_size=500, test_size=200, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny tensors: one thread is fastest, and much faster on a busy machine. Restored after,
+    so other test modules keep their setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -46,14 +46,9 @@ def gaussian_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * ((d @ PRECISION) * d).sum(-1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """HMC runs thousands of ops on tensors of a few hundred numbers: a second thread only adds a
-    synchronization per op, which on a busy 2-core machine costs milliseconds each."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# HMC runs thousands of ops on tensors of a few hundred numbers: a second thread only adds a synchronization
+# per op, which on a busy 2-core machine costs milliseconds each.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_vae(latent_dim: int = 2, seed: int = 0):

@@ -18,15 +18,7 @@ from torch import distributions as dist  # noqa: E402
 from vaelib import theory  # noqa: E402
 from vaelib.toy import LinearGaussian  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: one thread is fastest, and much faster on a busy machine. Restored after,
-    so other test modules keep their setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 EXAMPLES = {rep.name: rep for rep in theory.REPARAMETERIZATIONS}
 
 

@@ -12,15 +12,7 @@ from torch.distributions import MultivariateNormal
 from vaelib.objectives import elbo, iwae_bound, normal_log_prob, std_normal_log_prob
 from vaelib.toy import LinearGaussian
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: one thread is fastest, and much faster on a busy machine. Restored after,
-    so other test modules keep their setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(model: LinearGaussian, n: int = 4, seed: int = 1) -> torch.Tensor:

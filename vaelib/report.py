@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .results import write_text_atomic
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
@@ -310,7 +312,7 @@ def _save_timings(build_dir: Path, seconds: Mapping[str, float | None]) -> None:
     for name, secs in seconds.items():
         data[name] = {"seconds": None if secs is None else round(secs, 2),
                       "status": "failed" if secs is None else "ok", "finished": now}
-    _write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _human(seconds: float) -> str:
@@ -326,18 +328,6 @@ def format_timings(seconds: Mapping[str, float], title: str = "Wall time") -> st
     lines += [f"  {name:<{width}}  {_human(secs):>10}" for name, secs in seconds.items()]
     lines.append(f"  {'total':<{width}}  {_human(sum(seconds.values())):>10}")
     return "\n".join(lines)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------------------ book

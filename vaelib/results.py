@@ -82,7 +82,7 @@ def record(
     path = resolve_results_dir(directory) / f"{chapter}.json"
     data = _read(path) if path.is_file() else {"chapter": chapter, "results": {}}
     data["results"][key] = entry
-    _write_atomic(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
 
 
 def _number(value: Any, name: str) -> float:
@@ -105,7 +105,8 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
