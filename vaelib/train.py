@@ -26,6 +26,7 @@ from .config import ConfigError, RunConfig
 from .data import Dataset, image_shape, load_dataset
 from .models import VAE, build_model
 from .objectives import elbo
+from .results import write_text_atomic
 
 HISTORY_COLUMNS = [
     "epoch", "samples_seen", "train_objective", "train_elbo", "train_log_px_z", "train_kl",
@@ -181,12 +182,6 @@ def _atomic_torch_save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _rng_state(generator: torch.Generator) -> dict:
     return {
         "python": random.getstate(),
@@ -258,9 +253,8 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
         start_epoch = state["epoch"] + 1
 
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(config.to_json(), out / "config.json")
-    _atomic_write_text(pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False),
-                       out / "history.csv")
+    write_text_atomic(out / "config.json", config.to_json())
+    write_text_atomic(out / "history.csv", pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False))
 
     update = _update_for(config.method)
     n_train = dataset.x_train.shape[0]
