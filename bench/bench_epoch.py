@@ -26,7 +26,10 @@ the first layer (2 D H), which nothing needs. So an epoch of N examples costs
 Elementwise work (activations, the loss, the optimizer) is left out, so GFLOP/s = FLOP / seconds is what
 the matmuls would need to run at for the epoch to take that long: "fraction of peak" is that figure over
 the best float32 `torch.matmul` rate measured in this run (square 2048^3 products, best of several, same
-thread count) — an upper-bound yardstick, since small batched products never quite reach it.
+thread count) — an upper-bound yardstick, since small batched products never quite reach it. How far
+short they fall is measured too: the epoch's own products, alone, at the same batch size, in a tight loop
+(`matmul_floor_seconds`). No training loop at that batch size can beat that floor, so it bounds the
+fraction of peak that any implementation can reach here.
 
 Usage:  .venv/bin/python bench/bench_epoch.py [--threads 2] [--models examples,paper] [--repeats 1]
         (`make bench` runs it with the defaults). Writes a JSON next to the printed table, in bench/results/.
@@ -108,6 +111,38 @@ def matmul_peak(n: int = 2048, repeats: int = 7, min_seconds: float = 0.3) -> fl
         torch.matmul(a, b, out=c)
         best = min(best, time.perf_counter() - t)
     return flop / best / 1e9
+
+
+def matmul_floor_seconds(spec: Spec, n_examples: int, repeats: int = 3) -> float:
+    """Seconds per epoch for the matrix products of `spec`'s training step alone, at its batch size.
+
+    The eleven products of one step (forward: D->H, H->2Z, Z->H, H->D; backward: a weight gradient for each
+    layer and an input gradient for all but the first), in a tight loop whose operands stay in cache, with
+    nothing else in between: the arithmetic floor of an epoch at these shapes, as torch's BLAS runs them.
+    Its FLOP count is the same N (3F - 2DH) as the epoch's, so its GFLOP/s is a shape-matched peak.
+    """
+    m, d, h, z = spec.batch_size, spec.pixels, spec.hidden, spec.latent
+    r = torch.randn
+    w1, w2, w3, w4 = r(h, d), r(2 * z, h), r(h, z), r(d, h)
+    x, h1, mu_logvar, zz, h3, out = r(m, d), r(m, h), r(m, 2 * z), r(m, z), r(m, h), r(m, d)
+
+    def step() -> None:
+        x @ w1.t(), h1 @ w2.t(), zz @ w3.t(), h3 @ w4.t()  # forward
+        out.t() @ h3, out @ w4  # decoder output layer: weight and input gradients
+        h3.t() @ zz, h3 @ w3  # decoder hidden layer
+        mu_logvar.t() @ h1, mu_logvar @ w2  # encoder output layer
+        h1.t() @ x  # encoder hidden layer: its input gradient is not needed
+
+    steps = -(-n_examples // m)
+    for _ in range(20):
+        step()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 # --- the conventional loop (pytorch/examples/vae/main.py) -----------------------------------------------
@@ -290,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
             results["models"][name] = {
                 "title": spec.title, "examples_per_epoch": n, "flop_per_epoch": flop,
                 "conventional_seconds": conv, "vaelib_seconds": vae, "vaelib_eval_seconds": vae_eval,
-                "vaelib_train_elbo": final_elbo,
+                "vaelib_train_elbo": final_elbo, "matmul_floor_seconds": matmul_floor_seconds(spec, n),
             }
     peak_after = matmul_peak(args.peak_size)
     peak = max(peak_before, peak_after)
@@ -314,6 +349,13 @@ def main(argv: list[str] | None = None) -> dict:
                    f"peak {'met' if r['fraction_of_peak'] >= TARGET_FRACTION else 'MISSED'}")
         print(f"{name:9s} {conv:21.2f} {vae:15.2f} {r['ratio']:6.2f}x {gflops:15.0f} "
               f"{r['fraction_of_peak']:8.0%}  {verdict}")
+    print("\nThe same epoch's matrix products alone, at the same batch size, in a tight loop (the arithmetic floor):")
+    for name, r in results["models"].items():
+        floor = r["matmul_floor_seconds"]
+        r.update(floor_gflops=r["flop_per_epoch"] / floor / 1e9, floor_fraction_of_peak=r["flop_per_epoch"] / floor
+                 / 1e9 / peak, vaelib_over_floor=r["vaelib_median"] / floor)
+        print(f"{name:9s} {floor:.2f} s/epoch = {r['floor_gflops']:.0f} GFLOP/s = {r['floor_fraction_of_peak']:.0%} of "
+              f"the {args.peak_size}^3 peak; vaelib's epoch takes {r['vaelib_over_floor']:.2f}x that")
     evals = ", ".join(f"{k} {np.median(r['vaelib_eval_seconds']):.2f} s" for k, r in results["models"].items())
     print(f"(FLOP per epoch = N (3F - 2DH), matmuls only; vaelib's test ELBO after each epoch, not in its "
           f"s/epoch: {evals})")
