@@ -150,6 +150,23 @@ def test_results_summary_differences_and_empty_input(tmp_path: Path) -> None:
     assert "nan" not in shown.to_string().lower()
 
 
+def test_results_tables_one_per_chapter_with_units_and_anchors(tmp_path: Path) -> None:
+    record("09_test_nll", "vae_test_nll", 88.0, "nats", "IS k=10", anchor="Burda", anchor_value=86.76,
+           note="40 epochs", directory=tmp_path)
+    record("03_mnist", "test_elbo", -112.5, "nats", "ELBO, B, L=1", directory=tmp_path)
+    record("09_test_nll", "vae_active_units", 17, "units", "Cov > 0.01", directory=tmp_path)
+    tables = study.results_tables(study.results_summary(load_all(tmp_path)))
+    assert list(tables) == ["03_mnist", "09_test_nll"]  # chapter order, whatever the recording order
+    nll = tables["09_test_nll"]
+    assert list(nll.index) == ["vae_test_nll", "vae_active_units"]
+    assert nll.loc["vae_test_nll", "ours"] == "88.00 nats"
+    assert nll.loc["vae_test_nll", "anchor"] == "86.76 nats (Burda)"
+    assert nll.loc["vae_test_nll", "ours - anchor"] == "+1.24"
+    assert nll.loc["vae_test_nll", "note"] == "40 epochs"
+    assert nll.loc["vae_active_units", "ours"] == "17 units" and nll.loc["vae_active_units", "anchor"] == ""
+    assert tables["03_mnist"].loc["test_elbo", "estimator"] == "ELBO, B, L=1"
+
+
 def test_results_summary_names_missing_columns() -> None:
     with pytest.raises(ValueError, match="lacks column"):
         study.results_summary(pd.DataFrame({"chapter": ["x"], "value": [1.0]}))

@@ -279,6 +279,30 @@ def format_results(table: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     return out
 
 
+def results_tables(table: pd.DataFrame, decimals: int = 2) -> dict[str, pd.DataFrame]:
+    """`results_summary`'s table cut into one narrow display table per chapter, in chapter order.
+
+    Each is indexed by quantity, with the columns ours (number and unit), anchor (its number and unit, then
+    what it is), ours - anchor, estimator and note: five columns of text instead of seven, so a row fits on a
+    page without scrolling sideways.
+    """
+    shown = format_results(table, decimals)
+    tables = {}
+    for chapter, rows in shown.groupby(level="chapter", sort=False):
+        units = rows["unit"]
+        anchors = [" ".join(part for part in (f"{value} {unit}" if value else "", f"({name})" if name else "")
+                            if part) for value, unit, name in zip(rows["anchor value"], units, rows["anchor"],
+                                                                   strict=True)]
+        tables[str(chapter)] = pd.DataFrame({
+            "ours": [f"{value} {unit}" if value else "" for value, unit in zip(rows["ours"], units, strict=True)],
+            "anchor": anchors,
+            "ours - anchor": rows["ours - anchor"].to_list(),
+            "estimator": rows["estimator"].to_list(),
+            "note": rows["note"].to_list(),
+        }, index=pd.Index(rows.index.get_level_values("quantity"), name="quantity"))
+    return tables
+
+
 def missing_chapters(frame: pd.DataFrame, profile: str, exclude: Sequence[str] = ("10_results",)) -> list[str]:
     """Chapters that `profile` lists and notebooks/ holds but that recorded no number in `frame` (the output
     of `load_all`), leaving out `exclude` (the results page itself). An unknown profile gives an empty list."""
