@@ -423,7 +423,8 @@ def metric_against(frame: pd.DataFrame, x: str, ys: Mapping[str, str], xlabel: s
     if logx:
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(frame[x].unique()), labels=[str(v) for v in sorted(frame[x].unique())])
-    ax.legend(fontsize="small")
+    # Under the axes: curves against Nz rise steeply, so no corner inside the panel is reliably empty.
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -330,12 +330,14 @@ def plot_figure2(df: pd.DataFrame, dataset: str, ylim: tuple[float, float] | str
     ylim: "paper" for the paper's range (MNIST -150..-100, Frey Face 0..1600), None to fit the data, or a
     pair; curves may leave the panel as in the paper, and a note lists the end points outside it.
     xlim: None to fit the data, "paper" for 10^5..10^8, or a pair.
+    ncols: panels per row; by default all of them up to three, else two rows (5 panels: 3 + 2, 4: 2 x 2),
+    so that each panel stays legible at the width of a book page.
     """
     data = df[df["dataset"] == dataset]
     if data.empty:
         raise ValueError(f"no rows for dataset={dataset!r}; the table holds: {sorted(df['dataset'].unique())}")
     dims = sorted(data["latent_dim"].unique())
-    ncols = ncols or len(dims)
+    ncols = ncols or (len(dims) if len(dims) <= 3 else math.ceil(len(dims) / 2))
     nrows = math.ceil(len(dims) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.7 * nrows), sharey=True, squeeze=False)
     limits = FIG2_YLIM.get(dataset) if ylim == "paper" else ylim
