@@ -396,7 +396,7 @@ def _stamp_front_page(text: str, profile: Profile, when: str) -> str:
     # A colon fence: a backtick fence's info string may not contain backticks (CommonMark).
     box = (f"\n:::{{admonition}} Built with profile {profile.name} on {when}\n"
            f":class: {'warning' if profile.name == 'quick' else 'note'}\n\n"
-           f"{profile.banner}\n\n{profile.description}\n:::\n")
+           f"{profile.banner}\n:::\n")  # the banner already says what the profile's description says
     lines = text.splitlines(keepends=True)
     for i, line in enumerate(lines):
         if line.startswith("# "):
