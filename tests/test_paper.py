@@ -129,10 +129,10 @@ def test_plot_figure2_paper_range_and_note() -> None:
     fig = paper.plot_figure2(pd.DataFrame(rows), "binarized-mnist")
     ax = fig.axes[0]
     assert ax.get_ylim() == (-150.0, -100.0)
-    five = pd.DataFrame([dict(r, latent_dim=d) for r in rows for d in (3, 5, 10, 20, 200)])
-    grid = {ax.get_subplotspec().get_geometry()[:2] for ax in paper.plot_figure2(five, "binarized-mnist").axes}
-    assert grid == {(2, 3)}  # five panels in two rows of three, not one row of thin panels
     assert any("outside" in t.get_text() for t in ax.texts) is False  # every end point (-140) is inside
+    five = pd.DataFrame([dict(r, latent_dim=d) for r in rows for d in (3, 5, 10, 20, 200)])
+    grid = {a.get_subplotspec().get_geometry()[:2] for a in paper.plot_figure2(five, "binarized-mnist").axes}
+    assert grid == {(2, 3)}  # five panels in two rows of three, not one row of thin panels
     rows = [dict(r, elbo=r["elbo"] - 50) for r in rows]
     ax = paper.plot_figure2(pd.DataFrame(rows), "binarized-mnist").axes[0]
     assert any("outside" in t.get_text() for t in ax.texts)

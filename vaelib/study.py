@@ -286,16 +286,19 @@ def results_tables(table: pd.DataFrame, decimals: int = 2) -> dict[str, pd.DataF
     what it is), ours - anchor, estimator and note: five columns of text instead of seven, so a row fits on a
     page without scrolling sideways.
     """
+    def with_unit(value: str, unit: str) -> str:
+        return f"{value} {unit}" if value else ""
+
+    def anchor(value: str, unit: str, name: str) -> str:
+        return " ".join(part for part in (with_unit(value, unit), f"({name})" if name else "") if part)
+
     shown = format_results(table, decimals)
     tables = {}
     for chapter, rows in shown.groupby(level="chapter", sort=False):
         units = rows["unit"]
-        anchors = [" ".join(part for part in (f"{value} {unit}" if value else "", f"({name})" if name else "")
-                            if part) for value, unit, name in zip(rows["anchor value"], units, rows["anchor"],
-                                                                   strict=True)]
         tables[str(chapter)] = pd.DataFrame({
-            "ours": [f"{value} {unit}" if value else "" for value, unit in zip(rows["ours"], units, strict=True)],
-            "anchor": anchors,
+            "ours": [with_unit(v, u) for v, u in zip(rows["ours"], units, strict=True)],
+            "anchor": [anchor(v, u, n) for v, u, n in zip(rows["anchor value"], units, rows["anchor"], strict=True)],
             "ours - anchor": rows["ours - anchor"].to_list(),
             "estimator": rows["estimator"].to_list(),
             "note": rows["note"].to_list(),

@@ -99,8 +99,8 @@ def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Opt
 
     Fused: one pass per tensor per step. PyTorch's default on CPU is a Python loop of four or five
     elementwise ops per tensor (2-4x slower here, bench/bench_optimizer.py), and on a GPU a dozen
-    launches per tensor. Same update rule; it rounds differently in the last bit, and a checkpoint keeps the flag it
-    was trained with, so a resumed run equals an uninterrupted one.
+    launches per tensor. Same update rule; it rounds differently in the last bit, and a checkpoint keeps
+    the flag it was trained with, so a resumed run equals an uninterrupted one.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     fused = bool(params) and all(p.device.type in _FUSED_OPTIMIZER_DEVICES and p.is_floating_point()
