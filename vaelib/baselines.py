@@ -31,7 +31,7 @@ from .config import ConfigError, RunConfig
 from .hmc import adapt_step_size, hmc_sample
 from .models import VAE
 from .objectives import kl_divergence, normal_log_prob, rsample, std_normal_log_prob
-from .train import NonFiniteLossError
+from .train import gradient_step
 
 
 def log_joint_fn(model: VAE, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -89,12 +89,7 @@ def wake_sleep_update(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Ten
     the model before the step, as in `train.aevb_update`. `beta` is unused (wake-sleep has no KL weight).
     """
     terms = wake_sleep_terms(model, x, config.n_samples)
-    loss = -(terms.wake.mean() + terms.sleep.mean())
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"loss = {loss.item()}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    gradient_step(optimizer, -(terms.wake.mean() + terms.sleep.mean()))
     return torch.stack([terms.wake.sum(), terms.elbo.sum(), terms.log_px_z.sum(), terms.kl.sum()]).detach()
 
 
@@ -245,12 +240,7 @@ def mcem_update(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, c
     first = None
     for _ in range(settings["mcem_updates"]):
         log_joint = target(z)
-        loss = -log_joint.mean()
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss = {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        gradient_step(optimizer, -log_joint.mean())
         first = log_joint.detach() if first is None else first
     nan = torch.tensor(math.nan, device=x.device)
     return torch.stack([first.sum(), nan, nan, nan])

@@ -70,16 +70,21 @@ def seed_everything(seed: int) -> None:
 Update = Callable[[VAE, torch.optim.Optimizer, torch.Tensor, RunConfig, float], torch.Tensor]
 
 
-def aevb_update(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, config: RunConfig,
-                beta: float) -> torch.Tensor:
-    """One AEVB step: maximize the SGVB estimate of the (beta-weighted) ELBO averaged over the batch."""
-    terms = elbo(model, x, config.estimator, config.n_samples, beta)
-    loss = -terms.objective.mean()
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """Minimize the scalar `loss` by one optimizer step; a NaN or infinite loss raises NonFiniteLossError
+    before any parameter changes, so the caller can name the epoch and the last good checkpoint."""
     if not torch.isfinite(loss):
         raise NonFiniteLossError(f"loss = {loss.item()}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
+
+def aevb_update(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, config: RunConfig,
+                beta: float) -> torch.Tensor:
+    """One AEVB step: maximize the SGVB estimate of the (beta-weighted) ELBO averaged over the batch."""
+    terms = elbo(model, x, config.estimator, config.n_samples, beta)
+    gradient_step(optimizer, -terms.objective.mean())
     return torch.stack([terms.objective.sum(), terms.elbo.sum(), terms.log_px_z.sum(), terms.kl.sum()]).detach()
 
 
