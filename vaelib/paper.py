@@ -38,6 +38,7 @@ from .config import METHODS, ConfigError, RunConfig
 from .data import FREYFACE_TEST_SIZE, Dataset, load_dataset
 from .evaluate import log_likelihood
 from .models import build_model
+from .results import write_text_atomic
 from .train import NonFiniteLossError, Run, default_runs_dir, fit, fit_or_load, select_device
 
 # --- the paper's settings -----------------------------------------------------------------------------------
@@ -629,9 +630,7 @@ def _run_staged(config: RunConfig, dataset: Dataset, runs_dir: str | os.PathLike
         if new_rows:  # write after every stage, so an interrupted run keeps what it estimated
             cache = pd.DataFrame(new_rows) if cache is None else pd.concat([cache, pd.DataFrame(new_rows)],
                                                                              ignore_index=True)
-            tmp = cache_path.with_name(cache_path.name + ".tmp")
-            cache.to_csv(tmp, index=False)
-            os.replace(tmp, cache_path)  # a crash mid-write leaves the previous table intact
+            write_text_atomic(cache_path, cache.to_csv(index=False))  # a crash leaves the previous table intact
             new_rows = []
     if cache is None:
         return pd.DataFrame(columns=FIG3_COLUMNS)

@@ -26,6 +26,7 @@ import torch
 from .config import RunConfig
 from .data import Dataset, image_shape, load_dataset
 from .evaluate import evaluate
+from .results import write_text_atomic
 from .train import Run, fit_or_load
 
 EVAL_SEED = 2024  # one fixed stream of importance samples, so a re-evaluation gives the same number
@@ -115,9 +116,7 @@ def evaluate_cached(run: Run, dataset: Dataset, iw_samples: int = 1000, max_exam
     finally:
         torch.set_rng_state(state)
     text = json.dumps(result, indent=2, default=float)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
     return json.loads(text)  # the same values a later call reads back from the cache
 
 
