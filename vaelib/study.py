@@ -27,7 +27,7 @@ from .config import RunConfig
 from .data import Dataset, image_shape, load_dataset
 from .evaluate import evaluate
 from .results import write_text_atomic
-from .train import Run, fit_or_load
+from .train import Run, fit_or_load, seeded
 
 EVAL_SEED = 2024  # one fixed stream of importance samples, so a re-evaluation gives the same number
 
@@ -106,15 +106,9 @@ def evaluate_cached(run: Run, dataset: Dataset, iw_samples: int = 1000, max_exam
     path = _eval_cache_path(run, split, iw_samples, n, seed)
     if path.exists():
         return json.loads(path.read_text())
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-    try:
+    with seeded(seed, next(run.model.parameters()).device):
         result = evaluate(run, dataset, iw_samples=iw_samples, split=split, progress=progress,
                           max_examples=None if n == full else n)
-    finally:
-        torch.set_rng_state(state)
     text = json.dumps(result, indent=2, default=float)
     write_text_atomic(path, text)
     return json.loads(text)  # the same values a later call reads back from the cache

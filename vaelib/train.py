@@ -8,12 +8,13 @@ run that exists loads it instead of training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,23 +139,27 @@ def should_evaluate(config: RunConfig, epoch: int, n_train: int) -> bool:
     return math.floor(5 * math.log10(now)) > math.floor(5 * math.log10(before))
 
 
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Draw from torch's stream for `seed` inside the block, then put back the CPU stream and, on a CUDA
+    `device`, its stream as they were, so evaluating leaves a training run's random numbers untouched."""
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
 def evaluate_elbo(model: VAE, batches, n_samples: int = 1, seed: int = EVAL_SEED) -> dict[str, float]:
     """Mean ELBO, reconstruction term and KL over `batches` (estimator B, L = n_samples), nats per example."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    cpu_state = torch.get_rng_state()
-    cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
-    torch.manual_seed(seed)  # the same eps every call, and the training RNG stream left untouched
     sums, count = torch.zeros(3, device=device), 0
-    for x in batches:
-        terms = elbo(model, x, "B", n_samples)
-        sums += torch.stack([terms.elbo.sum(), terms.log_px_z.sum(), terms.kl.sum()])
-        count += x.shape[0]
-    torch.set_rng_state(cpu_state)
-    if cuda_state is not None:
-        torch.cuda.set_rng_state_all(cuda_state)
+    with seeded(seed, device):  # the same eps every call, and the training RNG stream left untouched
+        for x in batches:
+            terms = elbo(model, x, "B", n_samples)
+            sums += torch.stack([terms.elbo.sum(), terms.log_px_z.sum(), terms.kl.sum()])
+            count += x.shape[0]
     model.train(was_training)
     elbo_, log_px_z, kl = (sums / count).tolist()
     return {"elbo": elbo_, "log_px_z": log_px_z, "kl": kl}
