@@ -516,24 +516,14 @@ def bound_table(results: Mapping, sampled: Mapping | None = None, index_name: st
     return table
 
 
-# --- unit activity (appended for the test-NLL chapter) ---------------------------------------------------
+# --- unit activity ---------------------------------------------------------------------------------------
 @torch.no_grad()
 def unit_activity_values(model: torch.nn.Module, dataset, n: int | None = None, split: str = "test") -> np.ndarray:
     """A_u = Cov_x(E_q[u|x]) for each latent unit u: the variance over the first `n` examples of `split`
     (None: all) of the posterior mean, shape (Z,), unsorted, in squared latent units (Burda et al. 2015)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split={split!r} is not allowed; choose 'train' or 'test'")
     model.eval()
-    device = next(model.parameters()).device
-    means, count = [], 0
-    for x in dataset.split_batches(split, 1000):
-        if n is not None:
-            x = x[:n - count]
-        means.append(model.posterior(x.to(device))[0].cpu())
-        count += len(x)
-        if n is not None and count >= n:
-            break
-    return torch.cat(means).var(0).numpy()
+    x, _ = _split_data(dataset, split, n)
+    return _posterior_means(model, x).var(0).numpy()
 
 
 def unit_activity(models: torch.nn.Module | Mapping[str, torch.nn.Module], dataset, n: int | None = None,
