@@ -256,9 +256,9 @@ def _posterior_means(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 
 
 
 def _split_data(dataset, split: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if split not in ("train", "test"):
-        raise ValueError(f"split={split!r} is not allowed; choose 'train' or 'test'")
-    xs, labels = [], []
+    """The first `n` examples of `split` (None: all) and their labels; Dataset.split_batches rejects any
+    split but "train" and "test" before the first batch."""
+    xs = []
     count = 0
     for x in dataset.split_batches(split, 1000):
         xs.append(x)
