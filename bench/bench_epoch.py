@@ -57,7 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vaelib.config import RunConfig  # noqa: E402
-from vaelib.data import Dataset, default_data_dir, load_dataset  # noqa: E402
+from vaelib.data import Dataset, load_dataset  # noqa: E402
+from vaelib.paths import data_dir as default_data_dir  # noqa: E402
 from vaelib.train import fit  # noqa: E402
 
 TARGET_RATIO = 1.8  # vaelib at least this many times faster than the conventional loop

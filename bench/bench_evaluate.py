@@ -33,8 +33,9 @@ from bench_epoch import machine, matmul_peak, warn_if_busy  # noqa: E402
 
 from vaelib.config import RunConfig  # noqa: E402
 from vaelib.data import load_dataset  # noqa: E402
-from vaelib.evaluate import log_likelihood  # noqa: E402
-from vaelib.train import fit, load_run  # noqa: E402
+from vaelib.estimators import log_likelihood  # noqa: E402
+from vaelib.runs import load_run  # noqa: E402
+from vaelib.train import fit  # noqa: E402
 
 K = 5000
 

@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_epoch import SPECS, matmul_peak, vaelib_config  # noqa: E402
 
 from vaelib.data import load_dataset  # noqa: E402
+from vaelib.methods import aevb_update  # noqa: E402
 from vaelib.models import build_model  # noqa: E402
-from vaelib.train import aevb_update, make_optimizer, seed_everything  # noqa: E402
+from vaelib.train import make_optimizer, seed_everything  # noqa: E402
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
 

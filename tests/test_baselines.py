@@ -1,4 +1,4 @@
-"""The paper's baselines (vaelib.baselines, vaelib.hmc): HMC correctness and step-size tuning, wake-sleep's
+"""The paper's baselines (vaelib.methods, hmc, estimators): HMC correctness and step-size tuning, wake-sleep's
 split gradients, wake-sleep and Monte Carlo EM training through `fit`, and the marginal-likelihood
 estimators against the exact log p(x) of a linear-Gaussian model."""
 
@@ -10,24 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaelib import baselines
-from vaelib.baselines import (
-    BASELINE_UPDATES,
+from vaelib.config import MCEM_DEFAULTS, ConfigError, RunConfig
+from vaelib.estimators import (
     log_marginal_likelihood_hmc_is,
     log_marginal_likelihood_paper,
     log_marginal_likelihood_prior_is,
     marginal_log_likelihood,
-    mcem_settings,
-    mcem_update,
-    posterior_samples,
-    wake_sleep_terms,
-    wake_sleep_update,
 )
-from vaelib.config import ConfigError, RunConfig
-from vaelib.hmc import adapt_step_size, hmc_sample
+from vaelib.hmc import adapt_step_size, hmc_sample, posterior_samples
+from vaelib.methods import UPDATES, NonFiniteLossError, mcem_update, wake_sleep_terms, wake_sleep_update
 from vaelib.models import build_model
 from vaelib.toy import LinearGaussian
-from vaelib.train import NonFiniteLossError, _update_for, fit, make_optimizer
+from vaelib.train import fit, make_optimizer
 
 MEAN = torch.tensor([1.0, -2.0])
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]])  # correlated, condition number ~14
@@ -166,8 +160,8 @@ def test_wake_sleep_update_contract() -> None:
 
 
 def test_baselines_are_registered_with_the_training_loop() -> None:
-    assert _update_for("wake-sleep") is wake_sleep_update is BASELINE_UPDATES["wake-sleep"]
-    assert _update_for("mcem") is mcem_update is BASELINE_UPDATES["mcem"]
+    assert UPDATES["wake-sleep"] is wake_sleep_update
+    assert UPDATES["mcem"] is mcem_update
 
 
 def test_wake_sleep_training_raises_the_elbo(tiny_config: RunConfig, data_dir: Path, tmp_path: Path) -> None:
@@ -211,18 +205,23 @@ def test_mcem_step_size_survives_resume(tiny_config: RunConfig, data_dir: Path, 
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
     steps = [torch.load(run.path / "checkpoint.pt", weights_only=False)["optimizer"]["param_groups"][0]
              ["hmc_step_size"] for run in (whole, resumed)]
-    assert steps[0] == steps[1] and steps[0] != baselines.MCEM_DEFAULTS["hmc_step_size"]
+    assert steps[0] == steps[1] and steps[0] != MCEM_DEFAULTS["hmc_step_size"]
 
 
-def test_mcem_rejects_bad_settings() -> None:
+def test_mcem_rejects_bad_settings_when_the_config_is_made() -> None:
     config = RunConfig(method="mcem", latent_dim=2, hidden_dim=16, device="cpu")
-    assert mcem_settings(config)["mcem_updates"] == 5 and mcem_settings(config)["hmc_leapfrog"] == 10
+    assert config.mcem_settings()["mcem_updates"] == 5 and config.mcem_settings()["hmc_leapfrog"] == 10
+    # Every bad MCEM knob is refused by RunConfig itself, before any data is read or any step is taken.
     with pytest.raises(ConfigError, match="hmc_leapfrog"):
-        mcem_settings(config.replace(extra={"hmc_leapfrog": 0}))
+        config.replace(extra={"hmc_leapfrog": 0})
     with pytest.raises(ConfigError, match="hmc_init"):
-        mcem_settings(config.replace(extra={"hmc_init": "encoder"}))
+        config.replace(extra={"hmc_init": "encoder"})
     with pytest.raises(ConfigError, match="hmc_step_size"):
-        mcem_settings(config.replace(extra={"hmc_step_size": -1.0}))
+        config.replace(extra={"hmc_step_size": -1.0})
+    with pytest.raises(ConfigError, match="did you mean 'hmc_leapfrog'"):
+        config.replace(extra={"hmc_leapfog": 20})  # a typo would otherwise be a silent label
+    with pytest.raises(ConfigError, match="no meaning for method='aevb'"):
+        RunConfig(extra={"hmc_transitions": 3})
     # Knobs of the AEVB objective are refused when the config is made, before any data is read.
     with pytest.raises(ConfigError, match="n_samples=5"):
         config.replace(n_samples=5)

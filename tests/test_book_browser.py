@@ -17,19 +17,21 @@ from typing import Any
 
 import pytest
 
-from vaelib import report
+from vaelib.book import BOOK_DIR, HTML_DIR, BuildError
+from vaelib.book.assemble import read_build_info
+from vaelib.book.browser import find_chromium, open_browser, open_page
 
 pytestmark = pytest.mark.browser
 
-HTML_DIR = Path(os.environ.get("VAELIB_BOOK_HTML") or report.HTML_DIR)
-SCREENSHOT_DIR = report.BOOK_DIR / "_build" / "screenshots"
+HTML_DIR = Path(os.environ.get("VAELIB_BOOK_HTML") or HTML_DIR)
+SCREENSHOT_DIR = BOOK_DIR / "_build" / "screenshots"
 SCREENSHOTS = {"intro": "front_page.png", "notebooks/03_mnist": "03_mnist.png"}
 
 
 def _pages() -> list[str]:
     try:
-        return report.read_build_info(HTML_DIR)["pages"]
-    except report.BuildError:
+        return read_build_info(HTML_DIR)["pages"]
+    except BuildError:
         return []
 
 
@@ -60,10 +62,10 @@ IMAGES_JS = """() => Array.from(document.images).map(img => ({src: img.getAttrib
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if report.find_chromium() is None:
+    if find_chromium() is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with report.open_browser() as b:
+    with open_browser() as b:
         yield b
 
 
@@ -88,7 +90,7 @@ def test_page_renders_offline(browser: Any, name: str) -> None:
 
     page.route("**/*", only_local)
     try:
-        report.open_page(page, html)
+        open_page(page, html)
         images = page.evaluate(IMAGES_JS)
         broken = [img["src"] for img in images if not img["ok"]]
         assert not broken, f"{name}: images that did not load: {broken}"
@@ -110,10 +112,10 @@ def test_page_renders_offline(browser: Any, name: str) -> None:
 
 @pytest.mark.skipif(not PAGES, reason=f"no built book in {HTML_DIR}; run `make book` first")
 def test_front_page_names_the_profile(browser: Any) -> None:
-    info = report.read_build_info(HTML_DIR)
+    info = read_build_info(HTML_DIR)
     page = browser.new_page()
     try:
-        report.open_page(page, HTML_DIR / "intro.html")
+        open_page(page, HTML_DIR / "intro.html")
         # Sphinx typesets quotes ("paper's" becomes "paper’s"); compare the words.
         text = page.inner_text("body").replace("\u2019", "'")
         announcement = page.locator(".bd-header-announcement").inner_text().replace("\u2019", "'")

@@ -1,4 +1,4 @@
-"""vaelib.study (train-evaluate-compare helpers) and the chapters that use it: 06_freyface, 09_test_nll,
+"""vaelib.experiments.study (train-evaluate-compare helpers) and the chapters that use it: 06_freyface, 09_test_nll,
 10_results. Runs on the tiny committed MNIST fixture; the notebooks themselves run in test_notebooks.py."""
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from vaelib import figures, report, study
+from vaelib import evaluate, figures, results
+from vaelib.book import NOTEBOOKS_DIR
+from vaelib.book.profiles import available_profiles, load_profile
 from vaelib.config import RunConfig
 from vaelib.data import load_dataset
-from vaelib.evaluate import posterior_means
+from vaelib.evaluate import active_units, posterior_means
+from vaelib.experiments import study
 from vaelib.models import build_model
-from vaelib.objectives import active_units
 from vaelib.results import load_all, record
 
 CHAPTERS = ("06_freyface", "09_test_nll", "10_results")
@@ -33,18 +35,18 @@ def _declared_parameters(path: Path) -> set[str]:
 @pytest.mark.parametrize("stem", CHAPTERS)
 def test_every_profile_sets_only_parameters_the_chapter_declares(stem: str) -> None:
     # papermill injects an unknown name without complaint, so a typo in a profile would silently do nothing.
-    path = report.NOTEBOOKS_DIR / f"{stem}.ipynb"
+    path = NOTEBOOKS_DIR / f"{stem}.ipynb"
     if not path.exists():
         pytest.skip(f"{path.name} not written yet")
     declared = _declared_parameters(path)
-    for name in report.available_profiles():
-        entry = report.load_profile(name).notebooks.get(stem, {})
+    for name in available_profiles():
+        entry = load_profile(name).notebooks.get(stem, {})
         unknown = sorted(set(entry) - declared)
         assert not unknown, f"profile {name} sets {unknown} for {stem}, which its parameters cell does not declare"
 
 
 def test_test_nll_chapter_takes_its_whole_model_from_parameters() -> None:
-    path = report.NOTEBOOKS_DIR / "09_test_nll.ipynb"
+    path = NOTEBOOKS_DIR / "09_test_nll.ipynb"
     if not path.exists():
         pytest.skip("09_test_nll.ipynb not written yet")
     knobs = {"architecture", "hidden_dim", "hidden_layers", "res_blocks", "latent_dim", "activation", "optimizer",
@@ -88,7 +90,7 @@ def test_train_and_evaluate_table_and_bounds(tmp_path: Path, data_dir: Path, tin
     assert ours["NLL (nats)"] > 0, "an NLL of binary images is positive"
     assert ours["test images"] == 50 and "quick" in ours["source"]
     literature = table[~table.index.str.endswith("(ours)")]
-    assert len(literature) == len(study.MNIST_NLL_LITERATURE)
+    assert len(literature) == len(study.MNIST_NLL_REFERENCES)
     assert literature["active units"].isna().all(), "no active-unit count may be invented for the literature"
 
 
@@ -109,12 +111,12 @@ def test_evaluate_cached_reuses_the_stored_result(tmp_path: Path, data_dir: Path
     run = fit_or_load(tiny, runs_dir=tmp_path, data_dir=data_dir, progress=False)
     data = load_dataset(tiny.dataset, data_dir, tiny.train_size, tiny.test_size)
     calls = []
-    real = study.evaluate
-    monkeypatch.setattr(study, "evaluate", lambda *a, **k: calls.append(k) or real(*a, **k))
-    first = study.evaluate_cached(run, data, iw_samples=10, max_examples=40, progress=False)
-    again = study.evaluate_cached(run, data, iw_samples=10, max_examples=40, progress=False)
+    real = evaluate.evaluate
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: calls.append(k) or real(*a, **k))
+    first = evaluate.evaluate_cached(run, data, iw_samples=10, max_examples=40, progress=False)
+    again = evaluate.evaluate_cached(run, data, iw_samples=10, max_examples=40, progress=False)
     assert len(calls) == 1 and again == first
-    other = study.evaluate_cached(run, data, iw_samples=11, max_examples=40, progress=False)
+    other = evaluate.evaluate_cached(run, data, iw_samples=11, max_examples=40, progress=False)
     assert len(calls) == 2 and other["iw_samples"] == 11
 
 
@@ -124,7 +126,7 @@ def test_unit_activity_finds_units_the_encoder_ignores(data_dir: Path, tiny: Run
     last = model.encoder.body[-1]
     with torch.no_grad():
         last.weight[:2] = 0.0  # the posterior means of units 0 and 1 no longer depend on x
-    values = figures.unit_activity_values(model, data, n=80)
+    values = evaluate.unit_activity(model, data, n=80)
     assert values.shape == (tiny.latent_dim,)
     assert values[:2].max() < 1e-12 and values[2:].min() > 0
     means = posterior_means(model, [next(data.test_batches(80))])
@@ -134,16 +136,16 @@ def test_unit_activity_finds_units_the_encoder_ignores(data_dir: Path, tiny: Run
 
 
 def test_results_summary_differences_and_empty_input(tmp_path: Path) -> None:
-    empty = study.results_summary(load_all(tmp_path))
+    empty = results.results_summary(load_all(tmp_path))
     assert empty.empty and "ours - anchor" in empty.columns
     record("06_freyface", "test_elbo_z2", 800.5, "nats", "ELBO, B, L=1", directory=tmp_path)
     record("09_test_nll", "vae_test_nll", 88.0, "nats", "IS k=10", anchor="Burda", anchor_value=86.76,
            directory=tmp_path)
     record("09_test_nll", "vae_active_units", 17, "units", "Cov > 0.01", directory=tmp_path)
-    table = study.results_summary(load_all(tmp_path))
+    table = results.results_summary(load_all(tmp_path))
     assert table.loc[("09_test_nll", "vae_test_nll"), "ours - anchor"] == pytest.approx(88.0 - 86.76)
     assert math.isnan(table.loc[("06_freyface", "test_elbo_z2"), "ours - anchor"])
-    shown = study.format_results(table)
+    shown = results.format_results(table)
     assert shown.loc[("06_freyface", "test_elbo_z2"), "ours - anchor"] == ""
     assert shown.loc[("09_test_nll", "vae_active_units"), "ours"] == "17"
     assert shown.loc[("09_test_nll", "vae_test_nll"), "ours - anchor"].startswith("+")
@@ -155,7 +157,7 @@ def test_results_tables_one_per_chapter_with_units_and_anchors(tmp_path: Path) -
            note="40 epochs", directory=tmp_path)
     record("03_mnist", "test_elbo", -112.5, "nats", "ELBO, B, L=1", directory=tmp_path)
     record("09_test_nll", "vae_active_units", 17, "units", "Cov > 0.01", directory=tmp_path)
-    tables = study.results_tables(study.results_summary(load_all(tmp_path)))
+    tables = results.results_tables(results.results_summary(load_all(tmp_path)))
     assert list(tables) == ["03_mnist", "09_test_nll"]  # chapter order, whatever the recording order
     nll = tables["09_test_nll"]
     assert list(nll.index) == ["vae_test_nll", "vae_active_units"]
@@ -169,4 +171,4 @@ def test_results_tables_one_per_chapter_with_units_and_anchors(tmp_path: Path) -
 
 def test_results_summary_names_missing_columns() -> None:
     with pytest.raises(ValueError, match="lacks column"):
-        study.results_summary(pd.DataFrame({"chapter": ["x"], "value": [1.0]}))
+        results.results_summary(pd.DataFrame({"chapter": ["x"], "value": [1.0]}))

@@ -1,4 +1,4 @@
-"""Behaviour of vaelib.figures and vaelib.explorer on tiny untrained models and synthetic data (no data files)."""
+"""Behaviour of vaelib.figures (and its explorer) on tiny untrained models and synthetic data (no data files)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
-from vaelib import explorer, figures  # noqa: E402
+from vaelib import evaluate, figures  # noqa: E402
 from vaelib.config import RunConfig  # noqa: E402
 from vaelib.data import Dataset  # noqa: E402
+from vaelib.figures import explorer  # noqa: E402
 from vaelib.models import build_model  # noqa: E402
 
 torch.set_num_threads(2)
@@ -142,7 +143,7 @@ def test_latent_scatter_plots_one_point_per_example_coloured_by_label():
 
 def test_kl_per_dimension_values_sum_to_the_total_kl():
     model, data = tiny_model(latent_dim=4), tiny_dataset(100)
-    per_dim = figures.kl_per_dimension_values(model, data)
+    per_dim = evaluate.kl_per_dimension(model, data)
     x = data.x_test.float() / 255
     with torch.no_grad():
         loc, log_var = model.posterior(x)
@@ -201,7 +202,7 @@ def test_explore_static_returns_a_figure_without_loading_widgets_or_a_display():
     code = (
         "import sys, matplotlib; matplotlib.use('Agg'); import torch\n"
         "from vaelib.config import RunConfig\nfrom vaelib.models import build_model\n"
-        "from vaelib.explorer import explore\n"
+        "from vaelib.figures.explorer import explore\n"
         "m = build_model(RunConfig(latent_dim=3, hidden_dim=8), (1, 28, 28))\n"
         "fig = explore(m, (1, 28, 28), interactive=False, steps=4)\n"
         "from matplotlib.figure import Figure\nassert isinstance(fig, Figure)\n"
@@ -236,22 +237,22 @@ def test_explorer_widget_redraws_when_a_slider_moves():
 
 
 # --- losses read as likelihoods, tables ----------------------------------------------------------------
-def test_loss_constant_turns_mse_and_l1_into_normalized_log_densities():
-    from vaelib.likelihoods import L1Loss, MSELoss
+def test_loss_offset_turns_mse_and_l1_into_normalized_log_densities():
+    from vaelib.likelihoods import Bernoulli, L1Loss, MSELoss
 
     x, logits = torch.rand(3, 784), torch.randn(3, 784)
     mean = torch.sigmoid(logits)
     gaussian = torch.distributions.Normal(mean, math.sqrt(0.5)).log_prob(x).sum(-1)
     laplace = torch.distributions.Laplace(mean, 1.0).log_prob(x).sum(-1)
-    torch.testing.assert_close(MSELoss().log_prob(x, logits) + figures.loss_constant("mse", 784), gaussian)
-    torch.testing.assert_close(L1Loss().log_prob(x, logits) + figures.loss_constant("l1", 784), laplace)
-    assert figures.loss_constant("bernoulli", 784) == 0.0
+    torch.testing.assert_close(MSELoss().log_prob(x, logits) + MSELoss().log_density_offset(784), gaussian)
+    torch.testing.assert_close(L1Loss().log_prob(x, logits) + L1Loss().log_density_offset(784), laplace)
+    assert Bernoulli().log_density_offset(784) == 0.0
 
 
 class _Run:
     def __init__(self, likelihood: str, beta: float = 1.0, dataset: str = "mnist"):
         self.config = RunConfig(dataset=dataset, likelihood=likelihood, beta=beta, hidden_dim=8)
-        self.model = tiny_model()
+        self.model = build_model(self.config, (1, 28, 28))
 
 
 def test_objective_table_scores_losses_by_the_density_they_imply():

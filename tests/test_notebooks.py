@@ -12,9 +12,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vaelib import report
+from vaelib.book import NOTEBOOKS_DIR
+from vaelib.book.build import build
+from vaelib.book.profiles import available_profiles, load_profile
 
-NOTEBOOKS = sorted(report.NOTEBOOKS_DIR.glob("*.ipynb"))
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 PARAMS = [pytest.param(p, id=p.stem) for p in NOTEBOOKS] or [
     pytest.param(None, marks=pytest.mark.skip(reason="no notebooks in notebooks/ yet"), id="none")]
 
@@ -49,8 +51,8 @@ def test_notebook_has_one_parameters_cell_declaring_profile(path: Path) -> None:
 
 @pytest.mark.parametrize("path", PARAMS)
 def test_notebook_is_listed_in_every_profile(path: Path) -> None:
-    for name in report.available_profiles():
-        assert path.stem in report.load_profile(name).notebooks, f"{path.stem} is not in profile {name}"
+    for name in available_profiles():
+        assert path.stem in load_profile(name).notebooks, f"{path.stem} is not in profile {name}"
 
 
 @pytest.mark.book
@@ -59,5 +61,5 @@ def test_notebook_runs_under_the_quick_profile(path: Path) -> None:
     # Exactly the build's execution step, into the build's own folder (build/quick/notebooks): the book
     # can then be rendered from the very notebooks this test ran (`make book PROFILE=quick
     # REPORT_FLAGS=--skip-execute`, as CI does) instead of executing them a second time.
-    result = report.build("quick", [path.stem], render=False, log=lambda line: None)
+    result = build("quick", [path.stem], render=False, log=lambda line: None)
     assert path.stem in result.seconds

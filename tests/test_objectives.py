@@ -17,6 +17,7 @@ from torch.distributions import kl_divergence as torch_kl
 
 from vaelib.config import RunConfig
 from vaelib.data import load_dataset
+from vaelib.evaluate import active_units
 from vaelib.likelihoods import (
     Bernoulli,
     DiscretizedLogisticMixture,
@@ -29,7 +30,6 @@ from vaelib.likelihoods import (
 )
 from vaelib.models import build_model
 from vaelib.objectives import (
-    active_units,
     bits_per_dim,
     continuous_bits_per_dim,
     elbo,

@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from vaelib import paper
+from vaelib import figures, runs
+from vaelib.book import NOTEBOOKS_DIR
+from vaelib.book.profiles import available_profiles, load_profile
 from vaelib.config import ConfigError, RunConfig
 from vaelib.data import Dataset
+from vaelib.experiments import figure2, figure3, settings, step_size
 
 matplotlib.use("Agg")
 
@@ -28,13 +31,13 @@ def _tiny_dataset(n_train: int = 40, n_test: int = 20, seed: int = 0) -> Dataset
 # --- budgets -------------------------------------------------------------------------------------------------
 def test_epochs_cover_the_samples_budget() -> None:
     for samples, n in [(1e6, 60_000), (1e8, 1572), (2e4, 1000), (5, 1000), (60_000, 60_000)]:
-        epochs = paper.epochs_for_samples(samples, n)
+        epochs = settings.epochs_for_samples(samples, n)
         assert epochs * n >= samples  # the budget is reached
         assert epochs == 1 or (epochs - 1) * n < samples  # by no more than one epoch too many
 
 
 def test_figure2_configs_derive_epochs_and_paper_settings() -> None:
-    configs = paper.figure2_configs("binarized-mnist", samples_budget=1e6)
+    configs = figure2.figure2_configs("binarized-mnist", samples_budget=1e6)
     assert [(c.latent_dim, c.method) for c in configs[:2]] == [(3, "aevb"), (3, "wake-sleep")]
     assert sorted({c.latent_dim for c in configs}) == [3, 5, 10, 20, 200]
     for c in configs:
@@ -43,7 +46,7 @@ def test_figure2_configs_derive_epochs_and_paper_settings() -> None:
         assert c.optimizer == "adagrad" and c.batch_size == 100 and c.n_samples == 1
         assert c.eval_schedule == "log"
         assert c.weight_decay == pytest.approx(1 / 60_000)
-    frey = paper.figure2_configs("freyface", samples_budget=1e8, lr={"aevb": 0.1, "wake-sleep": 0.01})
+    frey = figure2.figure2_configs("freyface", samples_budget=1e8, lr={"aevb": 0.1, "wake-sleep": 0.01})
     assert {c.latent_dim for c in frey} == {2, 5, 10, 20}
     assert all(c.epochs * 1572 >= 1e8 and c.hidden_dim == 200 and c.likelihood == "gaussian" for c in frey)
     assert {(c.method, c.lr) for c in frey} == {("aevb", 0.1), ("wake-sleep", 0.01)}
@@ -52,7 +55,7 @@ def test_figure2_configs_derive_epochs_and_paper_settings() -> None:
 
 
 def test_subset_changes_the_epochs() -> None:
-    configs = paper.figure2_configs("binarized-mnist", [2], samples_budget=1e4, train_size=2000)
+    configs = figure2.figure2_configs("binarized-mnist", [2], samples_budget=1e4, train_size=2000)
     assert all(c.epochs == 5 and c.weight_decay == pytest.approx(1 / 2000) for c in configs)
 
 
@@ -65,11 +68,11 @@ def test_subset_changes_the_epochs() -> None:
 ])
 def test_bad_input_is_refused_with_the_value(kwargs, word) -> None:
     with pytest.raises(ConfigError, match=word):
-        paper.figure2_configs(**kwargs)
+        figure2.figure2_configs(**kwargs)
 
 
 def test_figure3_configs_and_stages() -> None:
-    configs = paper.figure3_configs(samples_budget={"aevb": 1e6, "wake-sleep": 1e6, "mcem": 1e5},
+    configs = figure3.figure3_configs(samples_budget={"aevb": 1e6, "wake-sleep": 1e6, "mcem": 1e5},
                                     mcem_settings={"hmc_transitions": 3})
     assert [(c.train_size, c.method) for c in configs] == [
         (1000, "aevb"), (1000, "wake-sleep"), (1000, "mcem"),
@@ -81,21 +84,21 @@ def test_figure3_configs_and_stages() -> None:
     assert [c.extra for c in configs if c.method == "mcem"] == [{"hmc_transitions": 3}] * 2
     assert all(c.extra == {} for c in configs if c.method != "mcem")
 
-    stages = paper.stage_epochs(1000, 1000, points_per_decade=2, min_samples=1e4)
+    stages = figure3.stage_epochs(1000, 1000, points_per_decade=2, min_samples=1e4)
     assert stages == sorted(set(stages)) and stages[-1] == 1000 and stages[0] == 10
     samples = np.array(stages) * 1000
     assert np.allclose(np.diff(np.log10(samples)), 0.5, atol=0.02)  # two per decade
-    assert paper.stage_epochs(3, 50_000)[-1] == 3 and paper.stage_epochs(1, 50_000) == [1]
+    assert figure3.stage_epochs(3, 50_000)[-1] == 3 and figure3.stage_epochs(1, 50_000) == [1]
 
 
 # --- tiny runs -----------------------------------------------------------------------------------------------
 def test_run_figure2_long_table(tmp_path, monkeypatch) -> None:
     data = _tiny_dataset()
     monkeypatch.setattr("vaelib.train.load_dataset", lambda *a, **k: data)
-    configs = paper.figure2_configs("freyface", [2, 3], samples_budget=200, train_size=40, hidden_dim=8)
+    configs = figure2.figure2_configs("freyface", [2, 3], samples_budget=200, train_size=40, hidden_dim=8)
     assert all(c.epochs == 5 for c in configs)
-    df = paper.run_figure2(configs, runs_dir=tmp_path, progress=False)
-    assert list(df.columns) == paper.FIG2_COLUMNS
+    df = figure2.run_figure2(configs, runs_dir=tmp_path, progress=False)
+    assert list(df.columns) == figure2.FIG2_COLUMNS
     assert set(df["method"]) == {"aevb", "wake-sleep"} and set(df["latent_dim"]) == {2, 3}
     assert set(df["split"]) == {"train", "test"}
     train = df[df["split"] == "train"]
@@ -105,20 +108,20 @@ def test_run_figure2_long_table(tmp_path, monkeypatch) -> None:
     assert test.groupby(["method", "latent_dim"])["samples_seen"].max().eq(200).all()  # last epoch evaluated
     assert np.isfinite(df["elbo"]).all()
     # A second call loads the cached runs instead of training: the same table.
-    again = paper.run_figure2(configs, runs_dir=tmp_path, progress=False)
+    again = figure2.run_figure2(configs, runs_dir=tmp_path, progress=False)
     pd.testing.assert_frame_equal(df, again)
 
-    summary = paper.figure2_summary(df)
+    summary = figure2.figure2_summary(df)
     assert set(summary["latent_dim"]) == {2, 3}
     assert np.allclose(summary["aevb_minus_ws_test"], summary["aevb_test"] - summary["wake-sleep_test"])
-    assert all(isinstance(s, str) and s for s in paper.figure2_findings(df))
+    assert all(isinstance(s, str) and s for s in figure2.figure2_findings(df))
 
-    fig = paper.plot_figure2(df, "freyface", ylim=None)
+    fig = figures.plot_figure2(df, "freyface", ylim=None)
     lines = [line for ax in fig.axes for line in ax.get_lines() if line.get_gid()]
     assert sorted(line.get_gid() for line in lines) == sorted(
         f"{m}|{d}|{s}" for m in ("aevb", "wake-sleep") for d in (2, 3) for s in ("train", "test"))
     styles = {line.get_gid().split("|")[2]: line.get_linestyle() for line in lines}
-    assert styles == {"train": "--", "test": "-"}
+    assert styles == {"train": "-", "test": "--"}  # the book's one convention: training solid, test dashed
     assert all(ax.get_xscale() == "log" for ax in fig.axes if ax.get_visible())
 
 
@@ -126,33 +129,33 @@ def test_plot_figure2_paper_range_and_note() -> None:
     rows = [{"dataset": "binarized-mnist", "method": m, "latent_dim": 3, "epoch": e, "samples_seen": e * 60_000,
              "split": s, "elbo": -170.0 + 10 * e} for m in ("aevb", "wake-sleep") for e in (1, 2, 3)
             for s in ("train", "test")]
-    fig = paper.plot_figure2(pd.DataFrame(rows), "binarized-mnist")
+    fig = figures.plot_figure2(pd.DataFrame(rows), "binarized-mnist")
     ax = fig.axes[0]
     assert ax.get_ylim() == (-150.0, -100.0)
     assert any("outside" in t.get_text() for t in ax.texts) is False  # every end point (-140) is inside
     five = pd.DataFrame([dict(r, latent_dim=d) for r in rows for d in (3, 5, 10, 20, 200)])
-    grid = {a.get_subplotspec().get_geometry()[:2] for a in paper.plot_figure2(five, "binarized-mnist").axes}
+    grid = {a.get_subplotspec().get_geometry()[:2] for a in figures.plot_figure2(five, "binarized-mnist").axes}
     assert grid == {(2, 3)}  # five panels in two rows of three, not one row of thin panels
     rows = [dict(r, elbo=r["elbo"] - 50) for r in rows]
-    ax = paper.plot_figure2(pd.DataFrame(rows), "binarized-mnist").axes[0]
+    ax = figures.plot_figure2(pd.DataFrame(rows), "binarized-mnist").axes[0]
     assert any("outside" in t.get_text() for t in ax.texts)
 
 
 def test_run_figure3_stages_and_table(tmp_path, monkeypatch) -> None:
     data = _tiny_dataset(n_train=30, n_test=20)
-    monkeypatch.setattr("vaelib.paper.load_dataset", lambda *a, **k: data)
-    configs = paper.figure3_configs(train_sizes=(30,), methods=("aevb", "wake-sleep"), samples_budget=300,
+    monkeypatch.setattr("vaelib.experiments.figure3.load_dataset", lambda *a, **k: data)
+    configs = figure3.figure3_configs(train_sizes=(30,), methods=("aevb", "wake-sleep"), samples_budget=300,
                                     hidden_dim=8, dataset="freyface", test_size=20)
     kwargs = dict(k=20, n_points=10, min_samples=30, estimators=("is", "paper"), last_stage={"paper": ["test"]},
                   estimator_kwargs={"paper": {"n_posterior_samples": 10, "n_chains": 2, "n_burnin": 5}})
-    df = paper.run_figure3(configs, runs_dir=tmp_path, progress=False, **kwargs)
-    assert list(df.columns) == paper.FIG3_COLUMNS
-    stages = paper.stage_epochs(10, 30, min_samples=30)
+    df = figure3.run_figure3(configs, runs_dir=tmp_path, progress=False, **kwargs)
+    assert list(df.columns) == figure3.FIG3_COLUMNS
+    stages = figure3.stage_epochs(10, 30, min_samples=30)
     # The paper's estimator: only after the last stage, only on the test points.
     hmc = df[df["estimator"] == "paper"]
     assert sorted(zip(hmc["method"], hmc["epoch"], hmc["split"], strict=True)) == [
         ("aevb", 10, "test"), ("wake-sleep", 10, "test")]
-    assert set(paper.compare_estimators(df, ("is", "paper"))["split"]) == {"test"}
+    assert set(figure3.compare_estimators(df, ("is", "paper"))["split"]) == {"test"}
     df = df[df["estimator"] == "is"]
     for method in ("aevb", "wake-sleep"):
         part = df[df["method"] == method]
@@ -161,17 +164,17 @@ def test_run_figure3_stages_and_table(tmp_path, monkeypatch) -> None:
         assert (part["proposal"] == "encoder q(z|x)").all()
     assert np.isfinite(df["log_likelihood"]).all() and (df["sem"] >= 0).all()
     # Each stage kept its weights; the run directory grew to the last stage.
-    out = paper.staged_run_dir(configs[0], tmp_path)
+    out = runs.staged_run_dir(configs[0], tmp_path)
     assert sorted(p.name for p in out.glob("model-epoch*.pt")) == [f"model-epoch{e:06d}.pt" for e in stages]
     # Asking again trains and estimates nothing: the cached estimates come back unchanged.
-    again = paper.run_figure3(configs, runs_dir=tmp_path, progress=False, **kwargs)
+    again = figure3.run_figure3(configs, runs_dir=tmp_path, progress=False, **kwargs)
     pd.testing.assert_frame_equal(df, again[again["estimator"] == "is"])
 
-    fig = paper.plot_figure3(df)
+    fig = figures.plot_figure3(df)
     gids = sorted(line.get_gid() for ax in fig.axes for line in ax.get_lines() if line.get_gid())
     assert gids == sorted(f"{m}|30|{s}" for m in ("aevb", "wake-sleep") for s in ("train", "test"))
-    assert all(isinstance(s, str) and s for s in paper.figure3_findings(df))
-    records = list(paper.records_for(df, 3))
+    assert all(isinstance(s, str) and s for s in figure3.figure3_findings(df))
+    records = list(figure3.records(df))
     assert {r["key"] for r in records} == {"aevb_n30_test_log_px", "wake-sleep_n30_test_log_px"}
 
 
@@ -180,11 +183,11 @@ def test_staged_training_matches_one_run(tmp_path, monkeypatch) -> None:
     from vaelib.train import fit
 
     data = _tiny_dataset(n_train=30, n_test=20)
-    monkeypatch.setattr("vaelib.paper.load_dataset", lambda *a, **k: data)
-    config = paper.figure3_configs(train_sizes=(30,), methods=("aevb",), samples_budget=150, hidden_dim=8,
+    monkeypatch.setattr("vaelib.experiments.figure3.load_dataset", lambda *a, **k: data)
+    config = figure3.figure3_configs(train_sizes=(30,), methods=("aevb",), samples_budget=150, hidden_dim=8,
                                    dataset="freyface", test_size=20)[0]
-    paper.run_figure3([config], runs_dir=tmp_path, k=5, n_points=5, min_samples=30, progress=False)
-    staged = torch.load(paper.staged_run_dir(config, tmp_path) / f"model-epoch{config.epochs:06d}.pt")
+    figure3.run_figure3([config], runs_dir=tmp_path, k=5, n_points=5, min_samples=30, progress=False)
+    staged = torch.load(runs.staged_run_dir(config, tmp_path) / f"model-epoch{config.epochs:06d}.pt")
     straight = fit(config, tmp_path / "straight", progress=False, dataset=data).model.state_dict()
     for name, value in straight.items():
         torch.testing.assert_close(staged[name], value)
@@ -193,19 +196,19 @@ def test_staged_training_matches_one_run(tmp_path, monkeypatch) -> None:
 def test_figure3_rejects_unknown_estimator(tmp_path) -> None:
     configs = [RunConfig(dataset="freyface", train_size=30, epochs=1)]
     with pytest.raises(ConfigError, match="harmonic"):
-        paper.run_figure3(configs, runs_dir=tmp_path, estimators=("harmonic",), progress=False)
+        figure3.run_figure3(configs, runs_dir=tmp_path, estimators=("harmonic",), progress=False)
 
 
 def test_resolve_step_sizes(tmp_path, monkeypatch) -> None:
     data = _tiny_dataset()
     monkeypatch.setattr("vaelib.train.load_dataset", lambda *a, **k: data)
-    configs = paper.figure2_configs("freyface", [2], samples_budget=80, train_size=40, hidden_dim=8)
-    fixed, trials = paper.resolve_step_sizes(configs, {"aevb": 0.1, "wake-sleep": 0.01}, runs_dir=tmp_path)
+    configs = figure2.figure2_configs("freyface", [2], samples_budget=80, train_size=40, hidden_dim=8)
+    fixed, trials = step_size.resolve_step_sizes(configs, {"aevb": 0.1, "wake-sleep": 0.01}, runs_dir=tmp_path)
     assert trials is None and [c.lr for c in fixed] == [0.1, 0.01]
     with pytest.raises(ConfigError, match="fast"):
-        paper.resolve_step_sizes(configs, "fast")
+        step_size.resolve_step_sizes(configs, "fast")
     # "auto": a step size so large that training breaks down must lose against a sane one.
-    chosen, trials = paper.resolve_step_sizes(configs, {"aevb": "auto", "wake-sleep": 0.01}, candidates=(0.01, 1e3),
+    chosen, trials = step_size.resolve_step_sizes(configs, {"aevb": "auto", "wake-sleep": 0.01}, candidates=(0.01, 1e3),
                                               samples=80, runs_dir=tmp_path, progress=False)
     assert chosen[0].lr == 0.01 and chosen[1].lr == 0.01
     assert set(trials["method"]) == {"aevb"} and trials["chosen"].sum() == 1
@@ -222,10 +225,10 @@ def test_findings_report_the_orderings_in_the_table() -> None:
                     rows.append({"dataset": "freyface", "method": method, "latent_dim": latent_dim, "epoch": epoch,
                                  "samples_seen": 1000 * epoch, "split": split, "elbo": end * epoch / 3})
     df = pd.DataFrame(rows)
-    summary = paper.figure2_summary(df).set_index("latent_dim")
+    summary = figure2.figure2_summary(df).set_index("latent_dim")
     assert summary.loc[2, "aevb_minus_ws_test"] == pytest.approx(100.0)
     assert summary.loc[5, "aevb_ahead_share"] == 0.0
-    text = " ".join(paper.figure2_findings(df))
+    text = " ".join(figure2.figure2_findings(df))
     assert "for Nz in [2] but not for Nz in [5]" in text
     assert "below the best Nz (Nz=2)" in text
 
@@ -237,12 +240,10 @@ def test_profiles_set_only_declared_parameters(stem: str) -> None:
 
     import nbformat
 
-    from vaelib import report
-
-    path = report.NOTEBOOKS_DIR / f"{stem}.ipynb"
+    path = NOTEBOOKS_DIR / f"{stem}.ipynb"
     (cell,) = [c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
     declared = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
                 for t in node.targets if isinstance(t, ast.Name)}
-    for name in report.available_profiles():
-        unknown = set(report.load_profile(name).notebooks.get(stem) or {}) - declared
+    for name in available_profiles():
+        unknown = set(load_profile(name).notebooks.get(stem) or {}) - declared
         assert not unknown, f"profile {name} sets {sorted(unknown)}, which {stem} does not declare"

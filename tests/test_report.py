@@ -1,4 +1,4 @@
-"""The build machinery (vaelib.report) and the recorded numbers (vaelib.results), on throwaway notebooks."""
+"""The build machinery (vaelib.book) and the recorded numbers (vaelib.results), on throwaway notebooks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from vaelib import report, results
+from vaelib import book, results
+from vaelib.book import assemble, execute, notebook, profiles
+from vaelib.book.__main__ import main as book_main
+from vaelib.book.build import build
 
 STEMS = ["01_theory", "02_elbo", "03_mnist", "04_cifar10", "05_latent_dimension", "06_freyface",
          "07_wake_sleep", "08_marginal_likelihood", "09_test_nll", "10_results"]
@@ -50,14 +53,14 @@ def sandbox(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name", ["quick", "default", "paper"])
 def test_repository_profiles_list_the_chapters_in_order(name: str) -> None:
-    prof = report.load_profile(name)
+    prof = profiles.load_profile(name)
     assert prof.name == name and prof.banner and prof.description
     assert list(prof.notebooks) == STEMS
     assert prof.parameters("03_mnist")["profile"] == name
 
 
 def test_quick_banner_warns_that_numbers_are_not_comparable() -> None:
-    banner = report.load_profile("quick").banner.lower()
+    banner = profiles.load_profile("quick").banner.lower()
     assert "smoke-test" in banner and "not comparable" in banner
 
 
@@ -69,8 +72,8 @@ def test_unknown_profile_is_refused_before_any_work(sandbox: dict[str, Path], mo
 
     monkeypatch.setattr(papermill, "execute_notebook", must_not_run)
     write_notebook(sandbox["notebooks_dir"] / "03_mnist.ipynb", "1")
-    with pytest.raises(report.ProfileError) as info:
-        report.build("quik", notebooks_dir=sandbox["notebooks_dir"], build_dir=sandbox["build_dir"])
+    with pytest.raises(profiles.ProfileError) as info:
+        build("quik", notebooks_dir=sandbox["notebooks_dir"], build_dir=sandbox["build_dir"])
     message = str(info.value)
     assert "quik" in message
     for name in ("default", "paper", "quick"):
@@ -79,22 +82,22 @@ def test_unknown_profile_is_refused_before_any_work(sandbox: dict[str, Path], mo
 
 
 def test_cli_reports_a_bad_profile_with_status_2(capsys) -> None:
-    assert report.main(["build", "--profile", "nope"]) == 2
+    assert book_main(["build", "--profile", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown profile 'nope'" in err and "quick" in err
 
 
 def test_only_must_name_notebooks_of_the_profile(sandbox: dict[str, Path]) -> None:
     write_profile(sandbox["profiles_dir"], "t", {"01_a": {}, "02_b": {}})
-    with pytest.raises(report.ProfileError, match="does not list 03_c; it lists: 01_a, 02_b"):
-        report.build("t", ["03_c"], profiles_dir=sandbox["profiles_dir"],
+    with pytest.raises(profiles.ProfileError, match="does not list 03_c; it lists: 01_a, 02_b"):
+        build("t", ["03_c"], profiles_dir=sandbox["profiles_dir"],
                      notebooks_dir=sandbox["notebooks_dir"], build_dir=sandbox["build_dir"])
 
 
 def test_a_profile_may_not_set_profile_itself(sandbox: dict[str, Path]) -> None:
     write_profile(sandbox["profiles_dir"], "t", {"01_a": {"profile": "other"}})
-    with pytest.raises(report.ProfileError, match="injects itself"):
-        report.load_profile("t", sandbox["profiles_dir"])
+    with pytest.raises(profiles.ProfileError, match="injects itself"):
+        profiles.load_profile("t", sandbox["profiles_dir"])
 
 
 # ------------------------------------------------------------------------------------------ execution
@@ -104,7 +107,8 @@ def test_build_executes_with_parameters_environment_and_cwd(sandbox: dict[str, P
     write_profile(sandbox["profiles_dir"], "t", {"01_ok": {"x": 5}, "02_missing": {}})
     source = write_notebook(
         sandbox["notebooks_dir"] / "01_ok.ipynb",
-        "import json, os\nfrom vaelib.results import profile_banner, record\nprofile_banner(profile)",
+        "import json, os\nfrom vaelib.book.notebook import profile_banner\nfrom vaelib.results import record\n"
+        "profile_banner(profile)",
         'record("01_ok", "x", x, unit="things", estimator="exact")\n'
         'json.dump({"profile": profile, "x": x, "cwd": os.getcwd(), "runs": os.environ["VAELIB_RUNS"],\n'
         '           "results": os.environ["VAELIB_RESULTS"]}, open(os.environ["VAELIB_RUNS"] + "/seen.json", "w"))',
@@ -112,7 +116,7 @@ def test_build_executes_with_parameters_environment_and_cwd(sandbox: dict[str, P
     before = source.read_bytes()
     environ_before = {k: os.environ.get(k) for k in ("VAELIB_RUNS", "VAELIB_RESULTS")}
     logged: list[str] = []
-    result = report.build("t", profiles_dir=sandbox["profiles_dir"], notebooks_dir=sandbox["notebooks_dir"],
+    result = build("t", profiles_dir=sandbox["profiles_dir"], notebooks_dir=sandbox["notebooks_dir"],
                           build_dir=sandbox["build_dir"], runs_dir=sandbox["runs_dir"], render=False,
                           log=logged.append)
     results_dir = sandbox["build_dir"] / "results"
@@ -139,8 +143,8 @@ def test_a_failing_notebook_stops_the_build_naming_notebook_and_cell(sandbox: di
     write_profile(sandbox["profiles_dir"], "t", {"01_boom": {}, "02_after": {}})
     write_notebook(sandbox["notebooks_dir"] / "01_boom.ipynb", "y = 2", "raise ValueError('kaboom')")
     write_notebook(sandbox["notebooks_dir"] / "02_after.ipynb", "1")
-    with pytest.raises(report.NotebookFailed) as info:
-        report.build("t", profiles_dir=sandbox["profiles_dir"], notebooks_dir=sandbox["notebooks_dir"],
+    with pytest.raises(execute.NotebookFailed) as info:
+        build("t", profiles_dir=sandbox["profiles_dir"], notebooks_dir=sandbox["notebooks_dir"],
                      build_dir=sandbox["build_dir"], runs_dir=sandbox["runs_dir"], render=False, log=lambda s: None)
     err = info.value
     # Cells of the executed copy: title, parameters, injected parameters, `y = 2`, the raise.
@@ -154,17 +158,17 @@ def test_a_failing_notebook_stops_the_build_naming_notebook_and_cell(sandbox: di
 # ----------------------------------------------------------------------------------------------- book
 
 
-def _fake_executed(sandbox: dict[str, Path], stems: list[str]) -> report.Profile:
+def _fake_executed(sandbox: dict[str, Path], stems: list[str]) -> profiles.Profile:
     write_profile(sandbox["profiles_dir"], "t", {s: {} for s in ["01_a", "02_b", "03_c"]})
     for stem in stems:
         write_notebook(sandbox["notebooks_dir"] / f"{stem}.ipynb", "1", markdown=f"# Chapter {stem}")
         write_notebook(sandbox["build_dir"] / "notebooks" / f"{stem}.ipynb", "1", markdown=f"# Chapter {stem}")
-    return report.load_profile("t", sandbox["profiles_dir"])
+    return profiles.load_profile("t", sandbox["profiles_dir"])
 
 
 def test_assembled_book_has_toc_in_profile_order_and_names_the_profile(sandbox: dict[str, Path]) -> None:
     prof = _fake_executed(sandbox, ["03_c", "01_a"])
-    source = report.assemble_book(prof, ["01_a", "03_c"], sandbox["build_dir"])
+    source = assemble.assemble_book(prof, ["01_a", "03_c"], sandbox["build_dir"])
     toc = yaml.safe_load((source / "_toc.yml").read_text())
     assert toc["root"] == "intro"
     assert [c["file"] for c in toc["parts"][0]["chapters"]] == ["notebooks/01_a", "notebooks/03_c"]
@@ -176,12 +180,12 @@ def test_assembled_book_has_toc_in_profile_order_and_names_the_profile(sandbox: 
     assert config["execute"]["execute_notebooks"] == "off"
     assert (source / "references.bib").is_file() and not (source / "profiles").exists()
     assert (source / "_static" / "mathjax" / "tex-chtml-full.js").is_file()
-    info = json.loads((source / report.BUILD_INFO).read_text())
+    info = json.loads((source / assemble.BUILD_INFO).read_text())
     assert info["pages"] == ["intro", "notebooks/01_a", "notebooks/03_c", "rerun", "bibliography"]
 
 
 def test_references_cover_the_cited_literature() -> None:
-    bib = (report.BOOK_DIR / "references.bib").read_text()
+    bib = (book.BOOK_DIR / "references.bib").read_text()
     for key in ("1312.6114", "1509.00519", "Rybkin", "Hinton", "Higgins", "Inverse Autoregressive", "NVAE",
                 "PixelCNN++", "Duchi", "Adam", "{H}amiltonian Dynamics", "Doersch", "LeCun", "Krizhevsky", "Blei",
                 "Rezende"):
@@ -198,7 +202,7 @@ def test_render_a_book_offline(sandbox: dict[str, Path], tmp_path: Path) -> None
         markdown="# The ELBO\n\n$$\n\\mathcal{L} = \\mathbb{E}[\\log p] - D_{\\mathrm{KL}}\n$$",
     )
     html_dir = tmp_path / "html"
-    result = report.build("t", profiles_dir=sandbox["profiles_dir"], notebooks_dir=sandbox["notebooks_dir"],
+    result = build("t", profiles_dir=sandbox["profiles_dir"], notebooks_dir=sandbox["notebooks_dir"],
                           build_dir=sandbox["build_dir"], runs_dir=sandbox["runs_dir"], html_dir=html_dir,
                           log=lambda s: None)
     page = (html_dir / "notebooks" / "02_elbo.html").read_text()
@@ -208,7 +212,7 @@ def test_render_a_book_offline(sandbox: dict[str, Path], tmp_path: Path) -> None
     assert page.count("mathjax/tex-chtml-full.js") == 1, "MathJax is loaded twice"
     assert list((html_dir / "_images").glob("*.png")), "the figure was not rendered"
     assert (html_dir / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
-    assert report.read_build_info(html_dir)["profile"] == "t"
+    assert assemble.read_build_info(html_dir)["profile"] == "t"
     assert result.html_dir == html_dir and "(render book)" in result.seconds
 
 
@@ -218,10 +222,10 @@ def test_render_a_book_offline(sandbox: dict[str, Path], tmp_path: Path) -> None
 def test_profile_banner_displays_the_profiles_banner(monkeypatch) -> None:
     shown: list[dict] = []
     monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
-    results.profile_banner("quick")
+    notebook.profile_banner("quick")
     (bundle,) = shown
     assert "admonition" in bundle["text/html"] and "Profile: quick" in bundle["text/html"]
-    assert bundle["text/plain"] == f"Profile: quick. {report.load_profile('quick').banner}"
+    assert bundle["text/plain"] == f"Profile: quick. {profiles.load_profile('quick').banner}"
 
 
 def test_record_and_load_all_round_trip(tmp_path: Path) -> None:

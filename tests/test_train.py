@@ -14,16 +14,10 @@ import torch
 
 import vaelib.train as train
 from vaelib.config import ConfigError, RunConfig
-from vaelib.train import (
-    HISTORY_COLUMNS,
-    NonFiniteLossError,
-    evaluate_elbo,
-    fit,
-    fit_or_load,
-    kl_weight,
-    learning_rate,
-    load_run,
-)
+from vaelib.evaluate import evaluate_elbo
+from vaelib.methods import NonFiniteLossError
+from vaelib.runs import HISTORY_COLUMNS, load_run
+from vaelib.train import fit, fit_or_load, kl_weight, learning_rate
 
 TIMING_COLUMNS = ["seconds", "eval_seconds"]
 
@@ -156,8 +150,8 @@ def test_checkpoints_are_atomic(tiny_config: RunConfig, data_dir: Path, tmp_path
 
     def crash_midway(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
-        with open(f, "r+b") as handle:  # leave a truncated file, as a full disk or a kill would
-            handle.truncate(100)
+        f.flush()
+        f.truncate(100)  # leave a truncated file, as a full disk or a kill would
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", crash_midway)

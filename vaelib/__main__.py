@@ -1,14 +1,60 @@
-"""Command line: `python -m vaelib train | evaluate | sample`. Bad values exit with status 2 and one line."""
+"""Command line: `python -m vaelib train | evaluate | sample`. Bad values exit with status 2 and one line.
+
+`train` has one option per RunConfig field, generated from the dataclass (its type, default and
+`config.FIELD_HELP`), so every knob of a run is reachable from the shell.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from .config import ACTIVATIONS, DATASETS, ESTIMATORS, LIKELIHOODS, METHODS, OPTIMIZERS, ConfigError, RunConfig
+from .config import FIELD_HELP, ConfigError, RunConfig
 from .data import DataError
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}); give an object, e.g. '{{\"hmc_leapfrog\": 20}}'"
+                                         ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object; give one, e.g. '{{\"label\": \"a\"}}'")
+    return value
+
+
+def _optional(kind: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "") else kind(text)
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
+
+
+# Field annotation (a string under `from __future__ import annotations`) -> how its option parses.
+_PARSERS = {"str": str, "int": int, "float": float, "int | None": _optional(int), "float | None": _optional(float),
+            "dict[str, Any]": _json_object}
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One `--field-name` option per RunConfig field, with the field's default and help."""
+    for f in dataclasses.fields(RunConfig):
+        default = None if f.default is dataclasses.MISSING else f.default  # extra: a fresh {} per config
+        text = FIELD_HELP[f.name] + ("" if default is None else f" (default: {default})")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_PARSERS[str(f.type)],
+                            default=default, help=text, metavar=f.name.upper())
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig the parsed options describe (validated by RunConfig itself)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
+    if values["extra"] is None:
+        values["extra"] = {}
+    return RunConfig(**values)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -16,31 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a VAE and write DIR/{config.json,history.csv,checkpoint.pt}")
-    defaults = RunConfig()
-    train.add_argument("--dataset", default=defaults.dataset, help=f"one of: {', '.join(DATASETS)}")
-    train.add_argument("--method", default="aevb", help=f"one of: {', '.join(METHODS)}")
-    train.add_argument("--latent-dim", type=int, default=defaults.latent_dim)
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="M, datapoints per step")
-    train.add_argument("--optimizer", default=defaults.optimizer, help=f"one of: {', '.join(OPTIMIZERS)}")
-    train.add_argument("--lr", type=float, default=defaults.lr, help="global step size")
-    train.add_argument("--likelihood", default="auto", help=f"auto or one of: {', '.join(LIKELIHOODS)}")
-    train.add_argument("--architecture", default="auto", help="auto, mlp or conv")
-    train.add_argument("--hidden-dim", type=int, default=None, help="hidden units (auto: 500 MNIST, 200 Frey)")
-    train.add_argument("--hidden-layers", type=int, default=defaults.hidden_layers)
-    train.add_argument("--activation", default="auto", help=f"auto or one of: {', '.join(ACTIVATIONS)}")
-    train.add_argument("--res-blocks", type=int, default=defaults.res_blocks, help="conv: residual blocks")
-    train.add_argument("--estimator", default=defaults.estimator, help=f"one of: {', '.join(ESTIMATORS)}")
-    train.add_argument("--n-samples", type=int, default=defaults.n_samples, help="L (or k for iwae)")
-    train.add_argument("--beta", type=float, default=defaults.beta, help="weight on the KL (1 = ELBO)")
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    train.add_argument("--lr-schedule", default=defaults.lr_schedule, help="constant or cosine")
-    train.add_argument("--kl-warmup-epochs", type=int, default=defaults.kl_warmup_epochs,
-                       help="ramp the KL weight from 0 to 1 over this many epochs")
-    train.add_argument("--train-size", type=int, default=None, help="use the first N training examples")
-    train.add_argument("--test-size", type=int, default=None, help="use the first N test examples")
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps")
+    add_config_options(train)
     train.add_argument("--data-dir", default=None, help="directory of the .npz files (else $VAELIB_DATA)")
     train.add_argument("--out", required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs in all")
@@ -93,16 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .train import fit  # noqa: PLC0415  (keeps `--help` and argument errors instant)
 
-    config = RunConfig(
-        dataset=args.dataset, method=args.method, latent_dim=args.latent_dim, epochs=args.epochs,
-        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, likelihood=args.likelihood,
-        architecture=args.architecture, hidden_dim=args.hidden_dim, hidden_layers=args.hidden_layers,
-        activation=args.activation, res_blocks=args.res_blocks, estimator=args.estimator,
-        n_samples=args.n_samples, beta=args.beta,
-        weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, kl_warmup_epochs=args.kl_warmup_epochs,
-        train_size=args.train_size, test_size=args.test_size,
-        seed=args.seed, device=args.device,
-    )
+    config = config_from_args(args)
     run = fit(config, args.out, resume=args.resume, data_dir=args.data_dir, progress=not args.no_progress)
     last = run.history.iloc[-1] if len(run.history) else None
     if last is not None:
@@ -116,7 +129,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--iw-samples={args.iw_samples} is not allowed; use 0 (ELBO only) or a count >= 1")
     run_dir = _check_run_dir(args.run_dir)
     from .evaluate import evaluate  # noqa: PLC0415
-    from .train import load_run  # noqa: PLC0415
+    from .runs import load_run  # noqa: PLC0415
 
     run = load_run(run_dir, args.device)
     data = run.load_data(args.data_dir)
@@ -133,7 +146,7 @@ def _sample(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
     from torchvision.utils import save_image  # noqa: PLC0415
 
-    from .train import load_run  # noqa: PLC0415
+    from .runs import load_run  # noqa: PLC0415
 
     run = load_run(run_dir, args.device)
     generator = torch.Generator(device=next(run.model.parameters()).device).manual_seed(args.seed)

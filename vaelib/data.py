@@ -4,8 +4,11 @@ Every data set is stored flat, shape (N, D) with D = C*H*W in channel-first orde
 and a conv net views it as (N, C, H, W). No per-sample transforms: a batch is one index and one cast.
 
 Files: `<data_dir>/<name>.npz` in the Keras layout (`x_train y_train x_test y_test`, uint8); Frey Face is
-`freyface.npz` with one key `x` of shape (1965, 28, 20). The data directory is the argument, else
-`$VAELIB_DATA`, else `~/.cache/vaelib/data`.
+`freyface.npz` with one key `x` of shape (1965, 28, 20). The data directory is resolved by
+`vaelib.paths.data_dir`: the argument, else `$VAELIB_DATA`, else `<repo>/data`, else `~/.cache/vaelib/data`.
+
+The sizes of the splits are facts of the data sets and live here once (`TRAIN_SIZES`, `TEST_SIZES`), so code
+that plans a budget (epochs for 10^7 samples) need not load a file.
 """
 
 from __future__ import annotations
@@ -18,12 +21,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DATASETS, ConfigError
+from . import paths
+from .config import DATASETS, check_choice
 
 TEST_BINARIZATION_SEED = 0  # one fixed draw of the binarized test set, the usual protocol for nats figures
 FREYFACE_SPLIT_SEED = 0
+FREYFACE_FRAMES = 1965
 FREYFACE_TEST_SIZE = 393  # a fixed random 20% of the 1,965 frames; the paper does not state its split
 FREYFACE_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
+OFFICIAL_TEST_SIZE = 10_000  # MNIST's and CIFAR-10's official test sets
+
+TRAIN_SIZES = {"mnist": 60_000, "binarized-mnist": 60_000, "cifar10": 50_000,
+               "freyface": FREYFACE_FRAMES - FREYFACE_TEST_SIZE}
+# CIFAR-10: the offline data file holds the first 1,000 of the official 10,000 test images (figures say so).
+TEST_SIZES = {"mnist": OFFICIAL_TEST_SIZE, "binarized-mnist": OFFICIAL_TEST_SIZE, "cifar10": OFFICIAL_TEST_SIZE,
+              "freyface": FREYFACE_TEST_SIZE}
 
 _FILES = {"mnist": "mnist.npz", "binarized-mnist": "mnist.npz", "cifar10": "cifar10.npz",
           "freyface": "freyface.npz"}
@@ -34,14 +46,11 @@ class DataError(RuntimeError):
     """A data file is missing, unreadable or has the wrong layout; the message says what to do."""
 
 
-def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The directory that holds the `.npz` files: argument, else $VAELIB_DATA, else the user cache."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get("VAELIB_DATA"):
-        return Path(os.environ["VAELIB_DATA"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "vaelib" / "data"
+def train_set_size(name: str, train_size: int | None = None) -> int:
+    """Training examples of data set `name` (the first `train_size` of them if given), without loading it."""
+    check_choice("dataset", name, DATASETS)
+    full = TRAIN_SIZES[name]
+    return full if train_size is None else min(train_size, full)
 
 
 @dataclass
@@ -124,9 +133,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train_siz
     A missing file is fetched once (MNIST, CIFAR-10 through torchvision; Frey Face from its original
     address) and written as `<data_dir>/<name>.npz`. Offline with no file, DataError says what to do.
     """
-    if name not in DATASETS:
-        raise ConfigError(f"dataset={name!r} is not allowed; choose one of: {', '.join(DATASETS)}")
-    directory = default_data_dir(data_dir)
+    check_choice("dataset", name, DATASETS)
+    directory = paths.data_dir(data_dir)
     path = directory / _FILES[name]
     if not path.exists():
         if not download:
@@ -140,7 +148,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train_siz
         order = np.random.default_rng(FREYFACE_SPLIT_SEED).permutation(len(x))
         test_index, train_index = order[:FREYFACE_TEST_SIZE], order[FREYFACE_TEST_SIZE:]
         x_train, x_test, y_train, y_test = x[np.sort(train_index)], x[np.sort(test_index)], None, None
-        note = (f"Frey Face: a fixed random split (seed {FREYFACE_SPLIT_SEED}) of {len(x) - FREYFACE_TEST_SIZE} "
+        note = (f"Frey Face: a fixed random split (seed {FREYFACE_SPLIT_SEED}) of {len(x) - FREYFACE_TEST_SIZE:,} "
                 f"training and {FREYFACE_TEST_SIZE} test frames")
     else:
         x_train, x_test = _channel_first_flat(arrays["x_train"]), _channel_first_flat(arrays["x_test"])
@@ -153,8 +161,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train_siz
     if test_size is not None:
         x_test = x_test[:test_size]
         y_test = None if y_test is None else y_test[:test_size]
-    if path.name != "freyface.npz" and len(x_test) < 10000:  # both official test sets hold 10,000 images
-        note = f"test figures are over the first {len(x_test):,} of the 10,000 official test images"
+    if path.name != "freyface.npz" and len(x_test) < OFFICIAL_TEST_SIZE:
+        note = f"test figures are over the first {len(x_test):,} of the {OFFICIAL_TEST_SIZE:,} official test images"
 
     x_test_t = torch.from_numpy(np.ascontiguousarray(x_test))
     if name == "binarized-mnist":
@@ -181,7 +189,7 @@ def image_shape(name: str) -> tuple[int, int, int]:
 
 def check_available(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Return the data file's path, or raise DataError before any work if it is absent (no download)."""
-    path = default_data_dir(data_dir) / _FILES[name]
+    path = paths.data_dir(data_dir) / _FILES[name]
     if not path.exists():
         raise DataError(_missing_message(path))
     return path

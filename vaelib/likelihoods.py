@@ -7,6 +7,9 @@ their negated values convert straight to bits per dimension.
 
 "mse" and "l1" are the student project's reconstruction losses. They are not likelihoods: their
 `log_prob` is the negated loss, labelled `is_likelihood = False`, and is never reported as nats.
+
+Bits per dimension: each likelihood states its own rule (`Likelihood.bits_per_dim`, and `nats_kind` says in
+words what its nats are), so every table and evaluation converts the same number the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOG_2PI = math.log(2 * math.pi)
+from .objectives import LOG_2PI, bits_per_dim, continuous_bits_per_dim
+
+_DENSITY_KIND = "a density on [0,1]^D, read on the 0-255 scale (not a mass)"
 
 
 class Likelihood(nn.Module):
@@ -30,9 +35,20 @@ class Likelihood(nn.Module):
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def mean(self, params: torch.Tensor) -> torch.Tensor:
-        """E[x|z] on [0, 1], shape (B, D): what figures show as the decoded image."""
-        raise NotImplementedError
+    def log_density_offset(self, num_dims: int) -> float:
+        """Nats to add to `log_prob` to make it a normalized log-probability: 0 for a likelihood; for a loss,
+        the constant that turns the loss into the density it implies."""
+        return 0.0
+
+    def bits_per_dim(self, log_prob_nats: float, num_dims: int) -> float:
+        """-log p(x) in bits per dimension, by this likelihood's rule: exact for a mass over the 256 grey
+        levels or over binary pixels; a density on [0, 1]^D is read on the 0-255 scale
+        (`objectives.continuous_bits_per_dim`). `log_prob_nats` is per example (a sum over the D pixels)."""
+        return float(continuous_bits_per_dim(log_prob_nats + self.log_density_offset(num_dims), num_dims))
+
+    def nats_kind(self, binary_data: bool) -> str:
+        """What this likelihood's nats are, in words (for tables beside bits/dim)."""
+        return _DENSITY_KIND
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         """One draw x ~ p(x|z), shape (B, D)."""
@@ -40,7 +56,18 @@ class Likelihood(nn.Module):
 
 
 class Bernoulli(Likelihood):
-    """Pixels are independent bits; params are logits. The paper's MNIST decoder."""
+    """Pixels are independent bits; params are logits. The paper's MNIST decoder.
+
+    On grey levels x in [0, 1], sum_d x_d log y_d + (1 - x_d) log(1 - y_d) is the expected log-mass of a
+    random binarization b ~ Bernoulli(x) of the image: bits/dim of binarized images, not of grey ones.
+    """
+
+    def bits_per_dim(self, log_prob_nats: float, num_dims: int) -> float:
+        return float(bits_per_dim(log_prob_nats, num_dims))
+
+    def nats_kind(self, binary_data: bool) -> str:
+        return ("a mass over binary pixels" if binary_data else
+                "expected log-mass of a random binarization of the grey image")
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         if params.requires_grad and torch.is_grad_enabled():  # training: its backward is one fused kernel
@@ -133,9 +160,19 @@ class SigmaVAE(Likelihood):
 
 
 class MSELoss(Likelihood):
-    """Not a likelihood: minus the summed squared error, the student project's loss, for comparison only."""
+    """Not a likelihood: minus the summed squared error, the student project's loss, for comparison only.
+
+    -||x - m||^2 = log N(x; m, sigma^2 = 1/2) + (D/2) log(pi): the loss is the log-density of a Gaussian
+    with a fixed variance of 1/2, minus a constant (`log_density_offset`).
+    """
 
     is_likelihood = False
+
+    def log_density_offset(self, num_dims: int) -> float:
+        return -0.5 * num_dims * math.log(math.pi)
+
+    def nats_kind(self, binary_data: bool) -> str:
+        return "the squared error read as a Gaussian with sigma^2 = 1/2 (constant added)"
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return -(x - torch.sigmoid(params)).pow(2).sum(-1)
@@ -148,7 +185,14 @@ class MSELoss(Likelihood):
 
 
 class L1Loss(MSELoss):
-    """Not a likelihood: minus the summed absolute error, for comparison only."""
+    """Not a likelihood: minus the summed absolute error, for comparison only: the log-density of a Laplace
+    with b = 1 minus D log 2."""
+
+    def log_density_offset(self, num_dims: int) -> float:
+        return -num_dims * math.log(2.0)
+
+    def nats_kind(self, binary_data: bool) -> str:
+        return "the absolute error read as a Laplace with b = 1 (constant added)"
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return -(x - torch.sigmoid(params)).abs().sum(-1)
@@ -162,6 +206,12 @@ class DiscretizedLogisticMixture(Likelihood):
     """
 
     discrete = True
+
+    def bits_per_dim(self, log_prob_nats: float, num_dims: int) -> float:
+        return float(bits_per_dim(log_prob_nats, num_dims))
+
+    def nats_kind(self, binary_data: bool) -> str:
+        return "exact: a mass over the 256 levels"
 
     def __init__(self, components: int = 1) -> None:
         super().__init__()

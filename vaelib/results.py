@@ -4,9 +4,9 @@
 anchor="Kingma & Welling 2013, Fig. 2", anchor_value=-100.0)` merges one number into
 `<results dir>/03_mnist.json`; `load_all()` returns every recorded number as a DataFrame. The results
 directory is $VAELIB_RESULTS (the book build sets it to build/<profile>/results), else
-`<runs dir>/results` with the runs directory of `vaelib.train.default_runs_dir`.
+`<runs dir>/results` (`vaelib.paths.results_dir`).
 
-`profile_banner(profile)` shows, at the top of a notebook, which profile it was executed with.
+`results_summary`, `format_results` and `results_tables` turn them into the results page's tables.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from . import paths
+from .io import write_text_atomic
 
 COLUMNS = ["chapter", "key", "value", "unit", "estimator", "anchor", "anchor_value", "note", "recorded_at"]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # chapter names become file names
@@ -28,13 +30,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # chapter names become file n
 
 def resolve_results_dir(path: str | os.PathLike[str] | None = None) -> Path:
     """Where numbers are recorded: the argument, else $VAELIB_RESULTS, else <runs dir>/results."""
-    if path is not None:
-        return Path(path).expanduser()
-    if os.environ.get("VAELIB_RESULTS"):
-        return Path(os.environ["VAELIB_RESULTS"]).expanduser()
-    from .train import default_runs_dir  # imports torch: only when the fallback is needed
-
-    return default_runs_dir() / "results"
+    return paths.results_dir(path)
 
 
 def record(
@@ -105,21 +101,6 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_all(results_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Every recorded number, one row each, with columns COLUMNS; sorted by chapter, in recording order."""
     directory = resolve_results_dir(results_dir)
@@ -131,27 +112,76 @@ def load_all(results_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def profile_banner(profile: str) -> None:
-    """Display the profile's banner as an admonition; call it in the cell after the parameters cell.
+# --- the results page ----------------------------------------------------------------------------------
+def results_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every recorded headline number (the output of `vaelib.results.load_all`) as one display table.
 
-    In the book the box uses the theme's admonition style; in JupyterLab it is a plain box; in a terminal
-    (text/plain) it is one line.
+    Indexed by (chapter, quantity); columns: ours, anchor value, difference (ours - anchor, in the row's
+    unit; NaN where there is no anchor), unit, estimator, anchor, note. An empty input gives an empty table
+    with those columns.
     """
-    from html import escape
+    columns = ["ours", "anchor value", "ours - anchor", "unit", "estimator", "anchor", "note"]
+    if frame.empty:
+        index = pd.MultiIndex.from_arrays([[], []], names=["chapter", "quantity"])
+        return pd.DataFrame(columns=columns, index=index)
+    missing = [c for c in ("chapter", "key", "value", "unit", "estimator") if c not in frame]
+    if missing:
+        raise ValueError(f"frame lacks column(s) {', '.join(missing)}; pass vaelib.results.load_all()")
+    out = pd.DataFrame({
+        "chapter": frame["chapter"],
+        "quantity": frame["key"],
+        "ours": pd.to_numeric(frame["value"], errors="coerce"),
+        "anchor value": pd.to_numeric(frame.get("anchor_value"), errors="coerce"),
+        "unit": frame["unit"],
+        "estimator": frame["estimator"],
+        "anchor": frame.get("anchor", pd.Series([None] * len(frame))).fillna(""),
+        "note": frame.get("note", pd.Series([""] * len(frame))).fillna(""),
+    })
+    out["ours - anchor"] = out["ours"] - out["anchor value"]
+    # A stable order: chapters by name (their numbers), quantities in the order each chapter recorded them.
+    out = out.sort_values("chapter", kind="stable").set_index(["chapter", "quantity"])
+    return out[columns]
 
-    from IPython.display import display
+def _format_number(value: float, unit: str, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    # Counts (active units, epochs) print as integers; nats and bits keep their decimals even when round.
+    if float(value).is_integer() and not unit.startswith(("nats", "bits")):
+        return f"{int(value):,}"
+    return f"{value:,.{decimals}f}"
 
-    from .report import ProfileError, available_profiles, load_profile
+def format_results(table: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+    """`results_summary`'s table with its numbers as text for display: `decimals` digits (counts as
+    integers), a sign on the difference, and empty cells, not "nan", where a number is missing."""
+    out = table.copy()
+    for column in ("ours", "anchor value", "ours - anchor"):
+        out[column] = [_format_number(v, u, decimals) for v, u in zip(table[column], table["unit"], strict=True)]
+    out["ours - anchor"] = [f"+{s}" if s and not s.startswith("-") and s.strip("0.,") else s
+                            for s in out["ours - anchor"]]
+    return out
 
-    try:
-        prof = load_profile(profile)
-        title, text, kind = f"Profile: {prof.name}", prof.banner, "warning" if prof.name == "quick" else "note"
-    except ProfileError:
-        # A notebook run by hand with a made-up profile still runs; it just says so.
-        title, kind = f"Profile: {profile}", "warning"
-        text = (f"{profile!r} is not one of the book's profiles ({', '.join(available_profiles())}); "
-                "this notebook was run with hand-picked parameters.")
-    # The theme's own admonition classes, so the box looks like the book's other admonitions.
-    html = (f'<div class="admonition {kind}"><p class="admonition-title"><strong>{escape(title)}</strong></p>'
-            f"<p>{escape(text)}</p></div>")
-    display({"text/html": html, "text/plain": f"{title}. {text}"}, raw=True)
+def results_tables(table: pd.DataFrame, decimals: int = 2) -> dict[str, pd.DataFrame]:
+    """`results_summary`'s table cut into one narrow display table per chapter, in chapter order.
+
+    Each is indexed by quantity, with the columns ours (number and unit), anchor (its number and unit, then
+    what it is), ours - anchor, estimator and note: five columns of text instead of seven, so a row fits on a
+    page without scrolling sideways.
+    """
+    def with_unit(value: str, unit: str) -> str:
+        return f"{value} {unit}" if value else ""
+
+    def anchor(value: str, unit: str, name: str) -> str:
+        return " ".join(part for part in (with_unit(value, unit), f"({name})" if name else "") if part)
+
+    shown = format_results(table, decimals)
+    tables = {}
+    for chapter, rows in shown.groupby(level="chapter", sort=False):
+        units = rows["unit"]
+        tables[str(chapter)] = pd.DataFrame({
+            "ours": [with_unit(v, u) for v, u in zip(rows["ours"], units, strict=True)],
+            "anchor": [anchor(v, u, n) for v, u, n in zip(rows["anchor value"], units, rows["anchor"], strict=True)],
+            "ours - anchor": rows["ours - anchor"].to_list(),
+            "estimator": rows["estimator"].to_list(),
+            "note": rows["note"].to_list(),
+        }, index=pd.Index(rows.index.get_level_values("quantity"), name="quantity"))
+    return tables

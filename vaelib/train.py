@@ -1,21 +1,19 @@
-"""The AEVB training loop (Kingma & Welling 2013, Algorithm 1), with history, atomic checkpoints and resume.
+"""Training: `fit` trains a RunConfig into a run directory, `fit_or_load` gets it from the run cache.
 
-A run lives in a directory: `config.json` (the RunConfig), `history.csv` (one row per epoch, nats per
-example) and `checkpoint.pt` (model, optimizer and every random state, so a resumed run continues exactly
-where it stopped). `fit_or_load(config)` keys that directory by the config's hash, so asking again for a
-run that exists loads it instead of training.
+The loop is the paper's Algorithm 1 for any method of `vaelib.methods` (AEVB, wake-sleep, Monte Carlo EM):
+minibatches of M datapoints, one update each, a `history.csv` row per epoch (nats per example, with the
+epoch's training `seconds`) and an atomic checkpoint holding every random state, so a resumed run
+continues exactly where it stopped. The run directory and its cache are `vaelib.runs`; the test ELBO after
+an epoch is `vaelib.evaluate.evaluate_elbo`. Optimizers and the schedules of the step size and the KL
+weight live here too.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,78 +21,20 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import runs
 from .config import ConfigError, RunConfig
-from .data import Dataset, image_shape, load_dataset
-from .models import VAE, build_model
-from .objectives import elbo
-from .results import write_text_atomic
-
-HISTORY_COLUMNS = [
-    "epoch", "samples_seen", "train_objective", "train_elbo", "train_log_px_z", "train_kl",
-    "test_elbo", "test_log_px_z", "test_kl", "beta", "lr", "seconds", "eval_seconds",
-]
-EVAL_SEED = 1234  # one fixed stream of eps for test ELBOs, so the curve's noise is the same every epoch
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; the message names the epoch, step and last checkpoint."""
-
-
-def select_device(device: str = "auto") -> torch.device:
-    """"auto": CUDA if present, then Apple MPS, then CPU; otherwise the named device."""
-    if device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device={device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def default_runs_dir(runs_dir: str | os.PathLike | None = None) -> Path:
-    """Where runs are cached: the argument, else $VAELIB_RUNS, else ./runs."""
-    return Path(runs_dir or os.environ.get("VAELIB_RUNS") or "runs").expanduser()
+from .data import Dataset, load_dataset
+from .evaluate import evaluate_elbo
+from .io import write_text_atomic
+from .methods import UPDATES, NonFiniteLossError
+from .models import build_model
+from .runs import HISTORY_COLUMNS, Run, run_lock, select_device
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-# --- one optimization step -----------------------------------------------------------------------------
-# An update takes a batch, changes the parameters and returns the per-batch sums it wants in the history:
-# (objective, elbo, log_px_z, kl) summed over the batch, as a tensor of 4 numbers. AEVB's is below; the
-# baselines (wake-sleep, Monte Carlo EM) keep theirs in baselines.BASELINE_UPDATES.
-Update = Callable[[VAE, torch.optim.Optimizer, torch.Tensor, RunConfig, float], torch.Tensor]
-
-
-def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    """Minimize the scalar `loss` by one optimizer step; a NaN or infinite loss raises NonFiniteLossError
-    before any parameter changes, so the caller can name the epoch and the last good checkpoint."""
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"loss = {loss.item()}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
-def aevb_update(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, config: RunConfig,
-                beta: float) -> torch.Tensor:
-    """One AEVB step: maximize the SGVB estimate of the (beta-weighted) ELBO averaged over the batch."""
-    terms = elbo(model, x, config.estimator, config.n_samples, beta)
-    gradient_step(optimizer, -terms.objective.mean())
-    return torch.stack([terms.objective.sum(), terms.elbo.sum(), terms.log_px_z.sum(), terms.kl.sum()]).detach()
-
-
-def _update_for(method: str) -> Update:
-    if method == "aevb":
-        return aevb_update
-    from .baselines import BASELINE_UPDATES  # wake-sleep and Monte Carlo EM
-
-    return BASELINE_UPDATES[method]
 
 
 _FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")  # where PyTorch has both fused Adagrad and fused Adam
@@ -139,59 +79,6 @@ def should_evaluate(config: RunConfig, epoch: int, n_train: int) -> bool:
     return math.floor(5 * math.log10(now)) > math.floor(5 * math.log10(before))
 
 
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Draw from torch's stream for `seed` inside the block, then put back the CPU stream and, on a CUDA
-    `device`, its stream as they were, so evaluating leaves a training run's random numbers untouched."""
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
-@torch.no_grad()
-def evaluate_elbo(model: VAE, batches, n_samples: int = 1, seed: int = EVAL_SEED) -> dict[str, float]:
-    """Mean ELBO, reconstruction term and KL over `batches` (estimator B, L = n_samples), nats per example."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    sums, count = torch.zeros(3, device=device), 0
-    with seeded(seed, device):  # the same eps every call, and the training RNG stream left untouched
-        for x in batches:
-            terms = elbo(model, x, "B", n_samples)
-            sums += torch.stack([terms.elbo.sum(), terms.log_px_z.sum(), terms.kl.sum()])
-            count += x.shape[0]
-    model.train(was_training)
-    elbo_, log_px_z, kl = (sums / count).tolist()
-    return {"elbo": elbo_, "log_px_z": log_px_z, "kl": kl}
-
-
-# --- runs ----------------------------------------------------------------------------------------------
-@dataclass
-class Run:
-    """A trained (or partly trained) model with its config, history and directory."""
-
-    path: Path
-    config: RunConfig
-    model: VAE
-    history: pd.DataFrame
-
-    @property
-    def epochs_done(self) -> int:
-        return int(self.history["epoch"].max()) if len(self.history) else 0
-
-    def load_data(self, data_dir: str | os.PathLike | None = None) -> Dataset:
-        """The data set this run was trained on, with the same subsets, on the model's device."""
-        device = next(self.model.parameters()).device
-        return load_dataset(self.config.dataset, data_dir, self.config.train_size, self.config.test_size,
-                            device=device)
-
-
-def _atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
-
-
 def _rng_state(generator: torch.Generator) -> dict:
     return {
         "python": random.getstate(),
@@ -212,13 +99,10 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 
 def _check_same_experiment(saved: RunConfig, config: RunConfig, out_dir: Path) -> None:
-    # Only the length of training may change on resume; anything else would mix two experiments.
-    ignore = {"epochs", "device", "checkpoint_every"}
-    a, b = saved.to_dict(), config.to_dict()
-    diffs = [f"{k}={a[k]!r} (saved) vs {b[k]!r} (asked)" for k in a if k not in ignore and a[k] != b[k]]
+    diffs = saved.differences(config)  # only the RESUMABLE_FIELDS may change on resume
     if diffs:
-        raise ConfigError(f"{out_dir} holds a run with other settings: {'; '.join(diffs)}. Use another "
-                          "--out directory, or drop --resume to start over")
+        raise ConfigError(f"{out_dir} holds a run with other settings (saved vs asked): {'; '.join(diffs)}. "
+                          "Use another --out directory, or drop --resume to start over")
 
 
 def fit(config: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
@@ -228,10 +112,17 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
 
     resume=True continues from `out_dir/checkpoint.pt` (if present) up to `config.epochs` epochs in all; the
     result is the same as an uninterrupted run on the same device and seed. resume=False with an existing
-    checkpoint raises, so no trained run is overwritten by accident.
+    checkpoint raises, so no trained run is overwritten by accident. The run directory's lock is held
+    throughout (`vaelib.runs.run_lock`): a second process asking for the same directory waits.
     """
     out = Path(out_dir)
-    checkpoint_path = out / "checkpoint.pt"
+    with run_lock(out):
+        return _fit(config, out, resume, data_dir, progress, dataset)
+
+
+def _fit(config: RunConfig, out: Path, resume: bool, data_dir: str | os.PathLike | None, progress: bool,
+         dataset: Dataset | None) -> Run:
+    checkpoint_path = out / runs.CHECKPOINT_FILE
     if checkpoint_path.exists() and not resume:
         raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it, or "
                               "choose another directory")
@@ -250,9 +141,9 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     start_epoch = 1
 
     if checkpoint_path.exists():
-        saved_config = RunConfig.from_dict(json.loads((out / "config.json").read_text()))
+        saved_config = runs.check_current(out)  # a run made by other code is never continued
         _check_same_experiment(saved_config, config, out)
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = runs.load_checkpoint(out, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if device.type not in _FUSED_OPTIMIZER_DEVICES:  # saved with fused kernels this device lacks
@@ -263,10 +154,11 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
         start_epoch = state["epoch"] + 1
 
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.json", config.to_json())
-    write_text_atomic(out / "history.csv", pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False))
+    runs.write_config(out, config)
+    history_path = out / runs.HISTORY_FILE
+    write_text_atomic(history_path, pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False))
 
-    update = _update_for(config.method)
+    update = UPDATES[config.method]
     n_train = dataset.x_train.shape[0]
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     bar = tqdm(total=(config.epochs - start_epoch + 1) * steps_per_epoch, disable=not progress,
@@ -303,42 +195,29 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
             row.update(test_elbo=test["elbo"], test_log_px_z=test["log_px_z"], test_kl=test["kl"],
                        eval_seconds=time.perf_counter() - started)
         rows.append(row)
-        with open(out / "history.csv", "a") as f:
+        with open(history_path, "a") as f:
             f.write(pd.DataFrame([row], columns=HISTORY_COLUMNS).to_csv(index=False, header=False))
         bar.set_postfix(epoch=epoch, train_elbo=f"{elbo_:.2f}", test_elbo=f"{row['test_elbo']:.2f}")
         if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-            _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "epoch": epoch, "rng": _rng_state(generator), "history": rows},
-                               checkpoint_path)
+            runs.save_checkpoint(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                       "epoch": epoch, "rng": _rng_state(generator), "history": rows})
             last_saved = epoch
     bar.close()
     model.eval()
     return Run(out, config, model, pd.DataFrame(rows, columns=HISTORY_COLUMNS))
 
 
-def load_run(path: str | os.PathLike, device: str = "auto") -> Run:
-    """Load a run directory written by `fit` (on `device`, default: the best available)."""
-    out = Path(path)
-    if not (out / "config.json").exists() or not (out / "checkpoint.pt").exists():
-        raise FileNotFoundError(f"{out} is not a run directory (config.json and checkpoint.pt expected); "
-                                "train one with `python -m vaelib train --out DIR`")
-    config = RunConfig.from_dict(json.loads((out / "config.json").read_text()))
-    torch_device = select_device(device)
-    model = build_model(config, image_shape(config.dataset)).to(torch_device)
-    state = torch.load(out / "checkpoint.pt", map_location=torch_device, weights_only=False)
-    model.load_state_dict(state["model"])
-    model.eval()
-    history = pd.DataFrame(state["history"], columns=HISTORY_COLUMNS)
-    return Run(out, config, model, history)
-
-
 def fit_or_load(config: RunConfig, runs_dir: str | os.PathLike | None = None,
                 data_dir: str | os.PathLike | None = None, progress: bool = True) -> Run:
-    """The run for `config`: loaded from `runs_dir/<config.run_name()>` if it finished, else trained there
-    (resuming whatever an interrupted attempt left)."""
-    out = default_runs_dir(runs_dir) / config.run_name()
-    if (out / "checkpoint.pt").exists():
-        run = load_run(out, config.device)
-        if run.epochs_done >= config.epochs:
+    """The run for `config`: loaded from the cache (`vaelib.runs.run_dir`) if it finished, else trained there,
+    resuming whatever an interrupted attempt left. When another process is training the same run, this one
+    waits for it and then loads its result instead of training a second copy."""
+    out = runs.run_dir(config, runs_dir)
+    run = runs.completed_run(out, config)
+    if run is not None:
+        return run
+    with run_lock(out):
+        run = runs.completed_run(out, config)  # finished by the process we waited for
+        if run is not None:
             return run
-    return fit(config, out, resume=True, data_dir=data_dir, progress=progress)
+        return fit(config, out, resume=True, data_dir=data_dir, progress=progress)

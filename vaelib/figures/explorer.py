@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .figures import ImageShape, _subplots, make_grid, manifold_latents
+from .images import make_grid, manifold_latents
+from .style import ImageShape, subplots
 
 TRAVERSAL_RANGE = 2.5  # +-2.5 prior standard deviations: 99% of p(z_j) lies inside
 
@@ -107,7 +108,7 @@ def traversal_figure(model: torch.nn.Module, image_shape: ImageShape, dims: Sequ
     images = _decode(model, traversal_latents(model.latent_dim, dims, steps, limit))
     grid = make_grid(images, image_shape, nrow=steps, padding=1)
     c, h, w = image_shape
-    fig, ax = _subplots(figsize=(0.55 * steps * w / h + 0.9, 0.55 * len(dims) + 0.6))
+    fig, ax = subplots(figsize=(0.55 * steps * w / h + 0.9, 0.55 * len(dims) + 0.6))
     ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([(w + 1) * i + 1 + w / 2 for i in range(steps)],
                   labels=[f"{v:.1f}" for v in np.linspace(-limit, limit, steps)], fontsize="small")

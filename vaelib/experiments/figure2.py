@@ -1,0 +1,229 @@
+"""Figure 2 of the paper: the ELBO per datapoint (train and test) against the number of training samples
+evaluated, AEVB against wake-sleep with the same recognition model, one panel per latent dimension Nz, on
+MNIST and Frey Face.
+
+`figure2_configs` turns a samples budget into runs, `run_figure2` trains them (through the run cache) and
+returns one long table, `figure2_summary` and `figure2_findings` read it; `vaelib.figures.plot_figure2`
+draws the panels. Units: nats per datapoint; "samples seen" counts training datapoints processed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..config import DATASET_LABELS, METHOD_LABELS, METHODS, ConfigError, RunConfig, check_ints
+from ..data import FREYFACE_TEST_SIZE, train_set_size
+from ..train import fit_or_load
+from .settings import (
+    FIG2_LATENT_DIMS,
+    PAPER_INIT_STD,
+    PAPER_SAMPLES,
+    check_methods,
+    checkpoint_interval,
+    epochs_for_samples,
+    paper_weight_decay,
+    per_method,
+)
+
+FIG2_COLUMNS = ["dataset", "method", "latent_dim", "epoch", "samples_seen", "split", "elbo"]
+
+
+def figure2_configs(dataset: str, latent_dims: Sequence[int] | None = None, samples_budget: float = 1e6,
+                    methods: Sequence[str] = ("aevb", "wake-sleep"), lr: float | Mapping[str, float] = 0.02,
+                    hidden_dim: int | None = None, batch_size: int = 100, train_size: int | None = None,
+                    test_size: int | None = None, weight_decay: float | None = None,
+                    init_std: float | None = PAPER_INIT_STD, seed: int = 0, device: str = "auto") -> list[RunConfig]:
+    """The runs of one Fig. 2 panel family: every method for every latent dimension, in that order.
+
+    dataset: "binarized-mnist" (the paper's MNIST) or "freyface". latent_dims: None for the paper's
+    (MNIST 3, 5, 10, 20, 200; Frey Face 2, 5, 10, 20). samples_budget: training datapoints to evaluate;
+    epochs = ceil(budget / N_train). lr: Adagrad's global step size, one number or one per method.
+    weight_decay: None for the paper's N(0, I) parameter prior (1/N_train, see `paper_weight_decay`).
+    Everything else is the paper's: one tanh hidden layer (500 units MNIST, 200 Frey Face), Bernoulli or
+    sigmoid-mean Gaussian decoder, M = 100, L = 1, Adagrad, weights from N(0, 0.01^2). The test ELBO is
+    computed at 5 log-spaced sample counts per decade (`eval_schedule="log"`).
+    """
+    if dataset not in FIG2_LATENT_DIMS:
+        raise ConfigError(f"dataset={dataset!r} is not allowed for Figure 2; choose one of: "
+                          f"{', '.join(FIG2_LATENT_DIMS)}")
+    latent_dims = tuple(FIG2_LATENT_DIMS[dataset] if latent_dims is None else latent_dims)
+    check_ints("latent_dims", latent_dims)
+    check_methods(methods)
+    n_train = train_set_size(dataset, train_size)
+    epochs = epochs_for_samples(samples_budget, n_train)
+    configs = []
+    for latent_dim in latent_dims:
+        for method in methods:
+            configs.append(RunConfig(
+                dataset=dataset, method=method, latent_dim=latent_dim, hidden_dim=hidden_dim, epochs=epochs,
+                batch_size=batch_size, optimizer="adagrad", lr=per_method(lr, method, "lr"),
+                weight_decay=paper_weight_decay(n_train) if weight_decay is None else weight_decay,
+                init_std=init_std, train_size=train_size, test_size=test_size, eval_schedule="log",
+                seed=seed, device=device, checkpoint_every=checkpoint_interval(n_train, batch_size)))
+    return configs
+
+def describe_configs(configs: Sequence[RunConfig]) -> pd.DataFrame:
+    """One row per run: what it trains and for how long (epochs, training samples evaluated)."""
+    rows = []
+    for c in configs:
+        n_train = train_set_size(c.dataset, c.train_size)
+        rows.append({"dataset": c.dataset, "method": c.method, "latent_dim": c.latent_dim,
+                     "hidden_dim": c.hidden_dim, "likelihood": c.likelihood, "train_size": n_train,
+                     "epochs": c.epochs, "samples": c.epochs * n_train, "lr": c.lr,
+                     "weight_decay": c.weight_decay, "run": c.run_name()})
+    return pd.DataFrame(rows)
+
+def budget_sentence(configs: Sequence[RunConfig], paper_samples: float = PAPER_SAMPLES) -> str:
+    """How many training samples this page's runs evaluated, against the paper's, as one sentence."""
+    table = describe_configs(configs)
+    parts = []
+    for (dataset, method, _), part in table.groupby(["dataset", "method", "train_size"], sort=False):
+        samples = sorted(set(part["samples"]))
+        epochs = sorted(set(part["epochs"]))
+        n = int(part["train_size"].iloc[0])
+        parts.append(f"{DATASET_LABELS.get(dataset, dataset)} {METHOD_LABELS.get(method, method)}: "
+                     f"{', '.join(f'{e:,}' for e in epochs)} epochs of {n:,} points = "
+                     f"{', '.join(f'{s:,.0f}' for s in samples)} samples")
+    share = table["samples"].max() / paper_samples
+    return (f"Training budget of this page: {'; '.join(parts)}. The paper trained up to {_math_number(paper_samples)}"
+            f" samples per run, so the longest run here covers {share:.2%} of the paper's budget.")
+
+def _math_number(x: float) -> str:
+    """10^k as Markdown math when x is a power of ten, else the number with thousands separators."""
+    exponent = math.log10(x) if x > 0 else math.nan
+    return f"$10^{{{int(round(exponent))}}}$" if abs(exponent - round(exponent)) < 1e-9 else f"{x:,.0f}"
+
+def history_to_long(config: RunConfig, history: pd.DataFrame) -> pd.DataFrame:
+    """A run's history as Fig. 2 rows: the train ELBO of every epoch (the running mean over that epoch's
+    minibatches, so it lags the model by half an epoch) and the test ELBO where it was computed."""
+    frames = []
+    for split in ("train", "test"):
+        part = history[["epoch", "samples_seen", f"{split}_elbo"]].dropna()
+        part = part.rename(columns={f"{split}_elbo": "elbo"}).assign(split=split)
+        frames.append(part)
+    long = pd.concat(frames, ignore_index=True)
+    long = long.assign(dataset=config.dataset, method=config.method, latent_dim=config.latent_dim)
+    long["epoch"] = long["epoch"].astype(int)
+    long["samples_seen"] = long["samples_seen"].astype(np.int64)
+    return long[FIG2_COLUMNS]
+
+def run_figure2(configs: Sequence[RunConfig], runs_dir: str | os.PathLike | None = None,
+                data_dir: str | os.PathLike | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train (or load) every run and return the long table: dataset, method, latent_dim, epoch,
+    samples_seen, split ("train"/"test"), elbo (nats per datapoint, SGVB estimator B, L = 1)."""
+    frames = []
+    for config in tqdm(configs, desc="Figure 2 runs", unit="run", disable=not progress):
+        run = fit_or_load(config, runs_dir, data_dir, progress=progress)
+        frames.append(history_to_long(run.config, run.history))
+    if not frames:
+        return pd.DataFrame(columns=FIG2_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+def _final(df: pd.DataFrame, split: str) -> pd.Series:
+    rows = df[df["split"] == split].sort_values("samples_seen")
+    return rows.groupby(["dataset", "latent_dim", "method"])["elbo"].last()
+
+def figure2_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, latent_dim): final train and test ELBO of each method, the test difference
+    AEVB - wake-sleep, the share of common test evaluations where AEVB is ahead, and AEVB's train - test
+    gap (nats per datapoint)."""
+    train, test = _final(df, "train"), _final(df, "test")
+    rows = []
+    for (dataset, latent_dim), _ in df.groupby(["dataset", "latent_dim"]):
+        row: dict[str, Any] = {"dataset": dataset, "latent_dim": latent_dim}
+        for method in METHODS:
+            key = (dataset, latent_dim, method)
+            if key in test.index:
+                row[f"{method}_train"] = train.get(key, math.nan)
+                row[f"{method}_test"] = test[key]
+        if "aevb_test" in row and "wake-sleep_test" in row:
+            row["aevb_minus_ws_test"] = row["aevb_test"] - row["wake-sleep_test"]
+            curves = df[(df["dataset"] == dataset) & (df["latent_dim"] == latent_dim) & (df["split"] == "test")]
+            wide = curves.pivot_table(index="samples_seen", columns="method", values="elbo").dropna()
+            row["aevb_ahead_share"] = float((wide["aevb"] > wide["wake-sleep"]).mean()) if len(wide) else math.nan
+        if "aevb_test" in row:
+            row["aevb_gap"] = row["aevb_train"] - row["aevb_test"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+def samples_to_reach(df: pd.DataFrame, level: float) -> float:
+    """Samples seen at the first test evaluation whose ELBO is >= level (NaN if never): for one curve."""
+    rows = df[(df["split"] == "test") & (df["elbo"] >= level)].sort_values("samples_seen")
+    return float(rows["samples_seen"].iloc[0]) if len(rows) else math.nan
+
+def figure2_findings(df: pd.DataFrame, tolerance: float = 1.0) -> list[str]:
+    """Sentences, computed from the table, on the paper's two claims for Fig. 2.
+
+    1. AEVB reaches a higher test ELBO than wake-sleep, and sooner: checked per (dataset, Nz) on the final
+       test ELBO, and by the samples AEVB needed to reach wake-sleep's final test ELBO.
+    2. Superfluous latent dimensions do not overfit: the largest Nz's final test ELBO is compared with the
+       best over Nz, and AEVB's train - test gap with that of the smallest Nz. `tolerance` (nats) is how
+       close counts as "no worse".
+    """
+    summary = figure2_summary(df)
+    sentences = []
+    for dataset, part in summary.groupby("dataset"):
+        name = DATASET_LABELS.get(dataset, dataset)
+        if "aevb_minus_ws_test" in part:
+            ahead = part[part["aevb_minus_ws_test"] > 0]["latent_dim"].tolist()
+            behind = part[part["aevb_minus_ws_test"] <= 0]["latent_dim"].tolist()
+            diffs = ", ".join(f"Nz={r.latent_dim}: {r.aevb_minus_ws_test:+.1f}" for r in part.itertuples())
+            if not behind:
+                sentences.append(f"{name}: AEVB ends above wake-sleep on the test set for every Nz, as in the "
+                                 f"paper (AEVB - wake-sleep, nats: {diffs}).")
+            else:
+                sentences.append(f"{name}: AEVB ends above wake-sleep on the test set for Nz in {ahead or 'none'}"
+                                 f" but not for Nz in {behind}, unlike the paper (AEVB - wake-sleep, nats: "
+                                 f"{diffs}).")
+            speed = []
+            for latent_dim in part["latent_dim"]:
+                curves = df[(df["dataset"] == dataset) & (df["latent_dim"] == latent_dim)]
+                ws = curves[(curves["method"] == "wake-sleep") & (curves["split"] == "test")]
+                if not len(ws):
+                    continue
+                ws_final = ws.sort_values("samples_seen")["elbo"].iloc[-1]
+                reach = samples_to_reach(curves[curves["method"] == "aevb"], ws_final)
+                ws_end = ws["samples_seen"].max()
+                speed.append((latent_dim, reach, ws_end))
+            faster = [f"Nz={d}: {r:,.0f}" for d, r, end in speed if r < end]
+            if speed:
+                sentences.append(
+                    f"{name}: AEVB reached wake-sleep's final test ELBO (after {speed[0][2]:,.0f} samples) "
+                    + (f"earlier for {len(faster)} of {len(speed)} latent sizes (samples needed: "
+                       f"{', '.join(faster)})." if faster else "earlier for none of the latent sizes."))
+        if "aevb_test" in part and len(part) > 1:
+            part = part.sort_values("latent_dim")
+            largest = part.iloc[-1]
+            best = part.loc[part["aevb_test"].idxmax()]
+            smallest = part.iloc[0]
+            if largest["aevb_test"] >= best["aevb_test"] - tolerance:
+                verdict = (f"no worse than the best Nz (within {tolerance:.0f} nat), so the superfluous "
+                           "dimensions did not hurt, as in the paper")
+            else:
+                verdict = (f"{best['aevb_test'] - largest['aevb_test']:.1f} nats below the best Nz "
+                           f"(Nz={int(best['latent_dim'])}): at this budget the extra dimensions cost something")
+            sentences.append(
+                f"{name}: with the largest Nz={int(largest['latent_dim'])}, AEVB's final test ELBO is "
+                f"{largest['aevb_test']:.1f} nats, {verdict}. AEVB's train - test gap is "
+                f"{largest['aevb_gap']:.1f} nats there against {smallest['aevb_gap']:.1f} at "
+                f"Nz={int(smallest['latent_dim'])}.")
+    return sentences
+
+
+def records(df: pd.DataFrame) -> Iterable[dict[str, Any]]:
+    """Headline numbers for `vaelib.results.record`: each data set and method's best final test ELBO over Nz."""
+    finals = _final(df, "test").reset_index()
+    for (dataset, method), part in finals.groupby(["dataset", "method"]):
+        best = part.loc[part["elbo"].idxmax()]
+        samples = df[(df["dataset"] == dataset) & (df["method"] == method)]["samples_seen"].max()
+        held_out = f"{FREYFACE_TEST_SIZE} held-out frames" if dataset == "freyface" else "test set"
+        yield {"key": f"{dataset}_{method}_test_elbo_best_nz", "value": float(best["elbo"]), "unit": "nats",
+               "estimator": f"ELBO, SGVB estimator B, L=1, {held_out}",
+               "note": f"best over Nz (Nz={int(best['latent_dim'])}) after {samples:,.0f} training samples"}
