@@ -251,6 +251,8 @@ class DiscretizedLogisticMixture(Likelihood):
                 torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp_min(1e-12)), log_pdf_mid),
             ),
         )
+        if self.components == 1:  # one component: the mixture's log_softmax and logsumexp are the identity
+            return log_mass.sum((1, 2))
         log_w = F.log_softmax(logit_w, dim=1)
         return torch.logsumexp(log_w + log_mass, dim=1).sum(-1)
 
