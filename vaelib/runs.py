@@ -178,6 +178,13 @@ def load_run(path: str | os.PathLike, device: str = "auto") -> Run:
     return Run(out, config, model, history)
 
 
+def is_complete(out: Path, config: RunConfig) -> bool:
+    """Whether `out` holds a current run (this code version) of at least `config.epochs` epochs."""
+    if not (out / CHECKPOINT_FILE).exists() or not (out / CONFIG_FILE).exists():
+        return False
+    return read_config(out)[1] == _config.CODE_VERSION and checkpoint_epoch(out) >= config.epochs
+
+
 def completed_run(out: Path, config: RunConfig) -> Run | None:
     """The run in `out` if it is current and holds at least `config.epochs` epochs, else None."""
     if not (out / CHECKPOINT_FILE).exists() or not (out / CONFIG_FILE).exists():
