@@ -30,7 +30,7 @@ setup: $(SETUP_STAMP)
 $(SETUP_STAMP): pyproject.toml
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.14.1 torchvision==0.29.1
-	$(PYTHON) -m pip install -e '.[notebooks,dev]'
+	$(PYTHON) -m pip install -e '.[notebooks,dev,cluster]'
 	@touch $@
 
 data:
