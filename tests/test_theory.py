@@ -16,22 +16,22 @@ from matplotlib.figure import Figure  # noqa: E402
 from torch import distributions as dist  # noqa: E402
 
 from vaelib.experiments import bounds  # noqa: E402
-from vaelib.experiments import reparameterization as rep  # noqa: E402
+from vaelib.experiments import reparameterization as reparam  # noqa: E402
 from vaelib.figures import theory as plots  # noqa: E402
 from vaelib.toy import LinearGaussian  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-EXAMPLES = {rep.name: rep for rep in rep.REPARAMETERIZATIONS}
+EXAMPLES = {rep.name: rep for rep in reparam.REPARAMETERIZATIONS}
 
 
 @pytest.fixture(scope="module")
 def table():
-    return rep.check_reparameterizations(n_samples=20_000, seed=0)
+    return reparam.check_reparameterizations(n_samples=20_000, seed=0)
 
 
 def test_every_family_is_covered(table) -> None:
     assert set(table["family"]) == {"inverse CDF", "location-scale", "composition"}
-    assert len(table) == len(rep.REPARAMETERIZATIONS)
+    assert len(table) == len(reparam.REPARAMETERIZATIONS)
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
@@ -53,25 +53,25 @@ def f64(value: float) -> torch.Tensor:
     ("Beta(2, 3)", dist.Beta(f64(2.0), f64(3.3))),
 ])
 def test_ks_test_rejects_a_wrong_reference(name: str, wrong: dist.Distribution) -> None:
-    samples, right = rep.draw(EXAMPLES[name], 20_000, seed=0)
-    assert rep.ks_test(samples, right)[1] > 1e-3
-    assert rep.ks_test(samples, wrong)[1] < 1e-6
+    samples, right = reparam.draw(EXAMPLES[name], 20_000, seed=0)
+    assert reparam.ks_test(samples, right)[1] > 1e-3
+    assert reparam.ks_test(samples, wrong)[1] < 1e-6
 
 
 def test_ks_test_handles_samples_far_in_a_tail() -> None:
     # A transformed distribution's cdf pushes extreme values onto its base's support edge; that must
     # count as CDF 0 (a large KS distance), not raise.
     gumbel = dist.Gumbel(f64(0.5), f64(2.0))
-    statistic, p_value = rep.ks_test(torch.linspace(-60.0, -50.0, 100, dtype=torch.float64), gumbel)
+    statistic, p_value = reparam.ks_test(torch.linspace(-60.0, -50.0, 100, dtype=torch.float64), gumbel)
     assert statistic > 0.99 and p_value < 1e-6
 
 
-@pytest.mark.parametrize("name", [rep.name for rep in rep.REPARAMETERIZATIONS if rep.grad_param])
+@pytest.mark.parametrize("name", [rep.name for rep in reparam.REPARAMETERIZATIONS if rep.grad_param])
 def test_pathwise_gradient_of_the_mean_is_unbiased(name: str) -> None:
     rep = EXAMPLES[name]
     estimates, exact = [], None
     for seed in range(20):
-        params = rep._tensor_params(rep)
+        params = reparam._tensor_params(rep)
         samples = rep.sampler(2000, generator=torch.Generator().manual_seed(seed), **params)
         theta = params[rep.grad_param]
         (grad,) = torch.autograd.grad(samples.mean(), theta, allow_unused=True)
@@ -90,17 +90,17 @@ def test_table_gradients_are_close_to_exact(table) -> None:
     assert table.loc[table["grad_param"] == "", "pathwise_grad"].isna().all()
 
 
-@pytest.mark.parametrize("objective", list(rep.TOY_OBJECTIVES))
+@pytest.mark.parametrize("objective", list(reparam.TOY_OBJECTIVES))
 def test_both_gradient_estimators_are_unbiased(objective: str) -> None:
-    exact = rep.TOY_OBJECTIVES[objective].exact_gradient(0.8, 0.7)  # sigma != 1: a missing 1/sigma would show
-    estimates = rep.gradient_estimates(L=10, n_repeats=4000, mu=0.8, sigma=0.7, objective=objective, seed=0)
+    exact = reparam.TOY_OBJECTIVES[objective].exact_gradient(0.8, 0.7)  # sigma != 1: a missing 1/sigma would show
+    estimates = reparam.gradient_estimates(L=10, n_repeats=4000, mu=0.8, sigma=0.7, objective=objective, seed=0)
     for name, values in estimates.items():
         se = float(values.std()) / math.sqrt(len(values))
         assert abs(float(values.mean()) - exact) < 5 * se, (name, float(values.mean()), exact, se)
 
 
 def test_score_function_has_higher_variance_than_reparameterization_on_z_squared() -> None:
-    frame = rep.gradient_variance(sample_counts=[1, 10, 100], n_repeats=2000, objectives=["square"], seed=0)
+    frame = reparam.gradient_variance(sample_counts=[1, 10, 100], n_repeats=2000, objectives=["square"], seed=0)
     wide = frame.pivot(index="L", columns="estimator", values="variance")
     assert (wide["score function"] > 2 * wide["reparameterization"]).all(), wide
     # Averaging L independent draws divides the variance by L, for both estimators.
@@ -110,13 +110,13 @@ def test_score_function_has_higher_variance_than_reparameterization_on_z_squared
 
 def test_score_function_variance_grows_with_a_constant_shift_of_f_and_reparameterization_does_not() -> None:
     # f + c has the same gradient; the score-function estimator pays for c, the pathwise one does not.
-    shifted = rep.ToyObjective("shifted", "f(z) = z^2 + 10", lambda z: z.pow(2) + 10.0, lambda mu, sigma: 2 * mu)
-    rep.TOY_OBJECTIVES["_shifted"] = shifted
+    shifted = reparam.ToyObjective("shifted", "f(z) = z^2 + 10", lambda z: z.pow(2) + 10.0, lambda mu, sigma: 2 * mu)
+    reparam.TOY_OBJECTIVES["_shifted"] = shifted
     try:
-        base = rep.gradient_estimates(10, 2000, objective="square", seed=1)
-        moved = rep.gradient_estimates(10, 2000, objective="_shifted", seed=1)
+        base = reparam.gradient_estimates(10, 2000, objective="square", seed=1)
+        moved = reparam.gradient_estimates(10, 2000, objective="_shifted", seed=1)
     finally:
-        del rep.TOY_OBJECTIVES["_shifted"]
+        del reparam.TOY_OBJECTIVES["_shifted"]
     torch.testing.assert_close(moved["reparameterization"], base["reparameterization"])
     assert moved["score function"].var() > 3 * base["score function"].var()
 
@@ -178,13 +178,13 @@ def test_iwae_gap_curve_closes_the_gap() -> None:
 
 def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match="sample_counts"):
-        rep.gradient_variance(sample_counts=[0, 10])
+        reparam.gradient_variance(sample_counts=[0, 10])
     with pytest.raises(ValueError, match="square"):
-        rep.gradient_variance(objectives=["cube"])
+        reparam.gradient_variance(objectives=["cube"])
     with pytest.raises(ValueError, match="1-d"):
-        rep.ks_test(torch.zeros(3, 2), dist.Normal(0.0, 1.0))
+        reparam.ks_test(torch.zeros(3, 2), dist.Normal(0.0, 1.0))
     with pytest.raises(ValueError, match=r"shape=2.5 .* integer >= 1"):
-        rep.gamma_sum_of_exponentials(10, 2.5, 1.0)
+        reparam.gamma_sum_of_exponentials(10, 2.5, 1.0)
     with pytest.raises(ValueError, match="ks"):
         bounds.iwae_gap_curve(*linear_gaussian(exact=True), ks=[])
     with pytest.raises(ValueError, match="datapoint=7"):
@@ -194,7 +194,7 @@ def test_bad_arguments_are_rejected() -> None:
 def test_plots_return_figures() -> None:
     figures = [
         plots.plot_reparameterizations(n_samples=500),
-        plots.plot_gradient_variance(rep.gradient_variance([1, 10], n_repeats=50)),
+        plots.plot_gradient_variance(reparam.gradient_variance([1, 10], n_repeats=50)),
         plots.plot_iwae_gap(bounds.iwae_gap_curve(*linear_gaussian(exact=False), ks=(1, 10), n_repeats=5)),
     ]
     for fig in figures:
