@@ -30,12 +30,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from scipy.stats import norm
 
 from vaelib.book import BUILD_ROOT, HTML_DIR, BuildError
-from vaelib.book.assemble import read_build_info
+from vaelib.book.assemble import EXTRA_DIR, MODELS_DIR, assemble_book, read_build_info
 from vaelib.book.browser import open_page
-from vaelib.book.execute import kernel_environment
+from vaelib.book.execute import LIVE_DIR, kernel_environment
+from vaelib.book.profiles import Profile
 from vaelib.config import RunConfig
 from vaelib.data import image_shape
 from vaelib.figures import live, make_grid, manifold_latents
@@ -163,6 +165,22 @@ def test_in_a_build_the_output_points_at_the_export(tmp_path: Path, monkeypatch:
     html = figure._repr_html_()
     assert f'data-model-file="{run.config.run_name()}.js"' in html and 'data-n="6"' in html
     assert 'class="vaelib-live-app" hidden' in html, "the app stays hidden until the script shows it"
+
+
+def test_the_book_carries_the_exports(tmp_path: Path) -> None:
+    build_dir = tmp_path / "build"
+    (build_dir / "notebooks").mkdir(parents=True)
+    (build_dir / LIVE_DIR).mkdir()
+    (build_dir / LIVE_DIR / "run-a.js").write_text("/* a */")
+    (build_dir / LIVE_DIR / ".run-b.js.x.tmp").write_text("half written")
+    profile = Profile(name="t", description="", banner="The t banner.", notebooks={}, path=tmp_path / "t.yaml")
+    source = assemble_book(profile, [], build_dir)
+    models = source / EXTRA_DIR / MODELS_DIR
+    assert sorted(p.name for p in models.iterdir()) == ["run-a.js"], "only finished exports are carried"
+    assert (models / "run-a.js").stat().st_mode & 0o044 == 0o044, "a web server must be able to read it"
+    config = yaml.safe_load((source / "_config.yml").read_text())
+    assert config["sphinx"]["config"]["html_extra_path"] == [EXTRA_DIR]
+    assert not list((source / "_static").rglob("run-*.js")), "under _static/ every page would load it"
 
 
 # ------------------------------------------------------------------------------------ in the browser

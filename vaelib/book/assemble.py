@@ -63,7 +63,8 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
     models = source / EXTRA_DIR / MODELS_DIR
     models.mkdir(parents=True)
     for path in sorted((build_dir / LIVE_DIR).glob("[!.]*.js")):  # not the atomic writes' temporary files
-        shutil.copyfile(path, models / path.name)  # not copy2: the atomic write made it 0600
+        shutil.copyfile(path, models / path.name)
+        (models / path.name).chmod(0o644)  # the atomic write made it 0600; a web server must read it
 
     config = yaml.safe_load((book_dir / "_config.yml").read_text(encoding="utf-8"))
     config.setdefault("html", {})["announcement"] = _escape_html(profile.banner)
