@@ -11,7 +11,6 @@ VAELIB_BOOK_HTML to check a book built elsewhere.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from vaelib.book import BOOK_DIR, HTML_DIR, BuildError
 from vaelib.book.assemble import read_build_info
-from vaelib.book.browser import find_chromium, open_browser, open_page
+from vaelib.book.browser import open_page
 
 pytestmark = pytest.mark.browser
 
@@ -58,15 +57,6 @@ RAW_TEX_JS = r"""() => {
 
 IMAGES_JS = """() => Array.from(document.images).map(img => ({src: img.getAttribute('src'),
     ok: img.complete && img.naturalWidth > 0}))"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if find_chromium() is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with open_browser() as b:
-        yield b
 
 
 @pytest.mark.skipif(not PAGES, reason=f"no built book in {HTML_DIR}; run `make book` first")

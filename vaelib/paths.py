@@ -9,6 +9,7 @@ else its environment variable, else a fixed place in this checkout. So one check
 | data sets (`*.npz`) | `data_dir=` | `$VAELIB_DATA` | `<repo>/data` if it exists, else `~/.cache/vaelib/data` |
 | run cache | `runs_dir=` | `$VAELIB_RUNS` | `<repo>/runs` (a checkout), else `~/.cache/vaelib/runs` |
 | headline numbers | `results_dir=` | `$VAELIB_RESULTS` | `<runs dir>/results` |
+| live figures' decoders | `live_dir=` | `$VAELIB_LIVE` | none: set by the book build only |
 
 `<repo>` is the checkout this package was imported from: the folder above `vaelib/` when it holds
 `pyproject.toml` and `notebooks/`. An installed (non-editable) vaelib has none, and uses the user cache.
@@ -67,6 +68,13 @@ def results_dir(path: str | os.PathLike | None = None) -> Path:
     """Where headline numbers are recorded: `path`, else $VAELIB_RESULTS, else `<runs dir>/results`."""
     given = _given(path, "VAELIB_RESULTS")
     return given if given is not None else runs_dir() / "results"
+
+
+def live_dir(path: str | os.PathLike | None = None) -> Path | None:
+    """Where a book build wants the decoders of its live figures (vaelib.figures.live): `path`, else
+    $VAELIB_LIVE (build/<profile>/live, set by vaelib.book.execute), else None: outside a build there is no
+    page to put them in."""
+    return _given(path, "VAELIB_LIVE")
 
 
 def checkout(name: str) -> Path:

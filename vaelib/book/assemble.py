@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from . import BOOK_DIR, HTML_DIR, BuildError
+from .execute import LIVE_DIR
 from .profiles import Profile
 
 Log = Callable[[str], None]
@@ -22,6 +23,10 @@ FRONT_PAGE = "intro"
 BACK_PAGES = ("rerun", "bibliography")  # after the chapters, in this order
 BOOK_DIR_SKIP = {"_build", "profiles", "_toc.yml", "__pycache__"}  # not copied into the book source
 BUILD_INFO = "build-info.json"  # written into the HTML folder: profile, date and page order
+# Sphinx's html_extra_path: copied beside index.html. The live figures' decoders go there, as MODELS_DIR/,
+# not under _static/, whose every *.js Jupyter Book would load on every page.
+EXTRA_DIR = "_extra"
+MODELS_DIR = "live-models"  # where _static/vaelib-live.js looks for them
 
 
 def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
@@ -30,7 +35,8 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
 
     It holds a copy of book/ (pages, references.bib, _static/, _ext/; not profiles/ nor _build/), with the
     profile's banner as `html.announcement` in _config.yml, the executed notebooks of `chapters` under
-    notebooks/, and a generated _toc.yml: intro, the chapters in profile order, then the back pages. The
+    notebooks/, the decoders they exported for the live figures (build_dir/live/*.js) under
+    _extra/live-models/, and a generated _toc.yml: intro, the chapters in profile order, then the back pages. The
     front page gets a box under its title naming the profile and the build date, with the banner.
     """
     book_dir = Path(book_dir or BOOK_DIR)
@@ -54,8 +60,15 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
     for stem in chapters:
         shutil.copy2(build_dir / "notebooks" / f"{stem}.ipynb", source / "notebooks" / f"{stem}.ipynb")
 
+    models = source / EXTRA_DIR / MODELS_DIR
+    models.mkdir(parents=True)
+    for path in sorted((build_dir / LIVE_DIR).glob("[!.]*.js")):  # not the atomic writes' temporary files
+        shutil.copyfile(path, models / path.name)
+        (models / path.name).chmod(0o644)  # the atomic write made it 0600; a web server must read it
+
     config = yaml.safe_load((book_dir / "_config.yml").read_text(encoding="utf-8"))
     config.setdefault("html", {})["announcement"] = _escape_html(profile.banner)
+    config.setdefault("sphinx", {}).setdefault("config", {})["html_extra_path"] = [EXTRA_DIR]
     (source / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
     back = [p for p in BACK_PAGES if (source / f"{p}.md").is_file()]

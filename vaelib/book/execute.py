@@ -14,6 +14,7 @@ from .. import paths
 from . import BuildError
 
 KERNEL = "python3"
+LIVE_DIR = "live"  # beside the results folder: the decoders the chapters export for the book's live figures
 
 
 class NotebookFailed(BuildError):
@@ -43,13 +44,15 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 def kernel_environment(runs_dir: Path, results_dir: Path) -> dict[str, str]:
-    """The variables a notebook's kernel gets: where runs are cached and where its numbers go."""
+    """The variables a notebook's kernel gets: where runs are cached, where its numbers go, and where its live
+    figures' decoders go (`results_dir`'s sibling LIVE_DIR, build/<profile>/live in a build)."""
     path = os.environ.get("PYTHONPATH")
     # The repository first on the path, so the notebooks import this checkout's vaelib even where the
     # package is not installed in editable mode.
     root = str(paths.PACKAGE_DIR.parent)
     pythonpath = os.pathsep.join([root, path] if path else [root])
-    return {"VAELIB_RUNS": str(runs_dir), "VAELIB_RESULTS": str(results_dir), "PYTHONPATH": pythonpath}
+    return {"VAELIB_RUNS": str(runs_dir), "VAELIB_RESULTS": str(results_dir), "PYTHONPATH": pythonpath,
+            "VAELIB_LIVE": str(Path(results_dir).parent / LIVE_DIR)}
 
 def execute_notebook(source: Path, output: Path, parameters: Mapping[str, Any], *, runs_dir: Path,
                      results_dir: Path, progress: bool = False) -> float:

@@ -11,6 +11,7 @@ in [0, 1]; bounds are in nats per example. Call `set_style()` once per notebook.
     paper.py      the paper's Figs. 2 and 3
     theory.py     the figures of chapters 1 and 2
     explorer.py   the JupyterLab latent explorer and its static stand-in
+    live.py       the book's live figures: a decoder exported at build time, run by the reader's browser
 """
 
 from __future__ import annotations
