@@ -7,6 +7,7 @@ does, in book order, into build/quick/. Training runs go to the shared run cache
 from __future__ import annotations
 
 import ast
+import logging
 from pathlib import Path
 
 import nbformat
@@ -102,5 +103,6 @@ def test_notebook_runs_under_the_quick_profile(path: Path) -> None:
     # Exactly the build's execution step, into the build's own folder (build/quick/notebooks): the book
     # can then be rendered from the very notebooks this test ran (`make book PROFILE=quick
     # REPORT_FLAGS=--skip-execute`, as CI does) instead of executing them a second time.
-    result = build("quick", [path.stem], render=False, log=lambda line: None)
+    # Its progress lines go to the log: live in CI (`.ci/run` turns on pytest's live log), else shown on failure.
+    result = build("quick", [path.stem], render=False, log=logging.getLogger("vaelib.book").info)
     assert path.stem in result.seconds
