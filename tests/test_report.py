@@ -343,6 +343,26 @@ def test_plain_progress_lines_are_few_a_bars_last_state_once() -> None:
     assert len(lines) == 3 + MAX_STREAM_LINES and "rest of this cell's output" in lines[-1]
 
 
+def test_in_a_terminal_one_status_line_is_redrawn_and_only_finished_bars_are_kept() -> None:
+    import io
+
+    from vaelib.book.progress import Progress
+
+    lines: list[str] = []
+    terminal = io.StringIO()
+    progress = Progress("nb", 2, lines.append, tty=True, stream=terminal, interval_s=0)
+    try:
+        progress.cell(1, "run = fit()")
+        progress.bar("b", "fit:  50% 5/10", finished=False)
+        progress.bar("b", "fit: 100% 10/10", finished=True)
+    finally:
+        progress.close()
+    assert lines == ["nb: cell 1/2: fit: 100% 10/10"], "a terminal keeps only what is done"
+    drawn = terminal.getvalue()
+    assert "\r\033[Knb: cell 1/2 (0:00) fit:  50% 5/10" in drawn and "\n" not in drawn
+    assert drawn.endswith("\r\033[K"), "the status line is cleared at the end"
+
+
 def test_fit_or_load_logs_each_run_as_trained_or_loaded(tmp_path: Path, monkeypatch, tiny_config, data_dir) -> None:
     from vaelib.train import RUN_LOG_ENV, fit, fit_or_load
 

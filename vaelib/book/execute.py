@@ -75,7 +75,7 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, Any], 
     environment = kernel_environment(runs_dir, results_dir)
     if run_log is not None:
         run_log.parent.mkdir(parents=True, exist_ok=True)
-        run_log.unlink(missing_ok=True)
+        run_log.write_text("")  # empty: a chapter that asks for no run still says so
         environment[RUN_LOG_ENV] = str(run_log)
     kernel_log = output.with_suffix(".kernel.log")
     progress = Progress(label or source.stem, 0, log, tty=tty) if log is not None else None
