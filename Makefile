@@ -1,6 +1,6 @@
 # vaelib: `make test` sets everything up and runs the tests; `make book` builds the book.
 #   make setup                 .venv with PyTorch and vaelib[notebooks,dev] (once; fast afterwards)
-#   make test                  setup, data, pytest
+#   make test                  setup, data, pytest (PYTEST_FLAGS="-m 'not book'" passes flags on)
 #   make book [PROFILE=quick]  setup, data, execute the notebooks and render book/_build/html
 #                              (REPORT_FLAGS="--only 03_mnist" re-executes one chapter)
 #   make pdf  [PROFILE=quick]  the same, then book/_build/pdf/book.pdf
@@ -10,6 +10,8 @@ PYTHON ?= .venv/bin/python
 PROFILE ?= default
 # Extra flags for `python -m vaelib.report build`, e.g. --only 03_mnist or --skip-execute.
 REPORT_FLAGS ?=
+# Extra flags for pytest in `make test`, e.g. -m "not book", or CI's live log of the quick build's progress.
+PYTEST_FLAGS ?=
 VENV := $(patsubst %/bin/python,%,$(PYTHON))
 SETUP_STAMP := $(VENV)/.vaelib-setup
 SHARED_DATA ?= ../shared/data
@@ -47,7 +49,7 @@ else
 endif
 
 test: setup data
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q $(PYTEST_FLAGS)
 
 book: setup data
 	$(PYTHON) -m vaelib.report build --profile $(PROFILE) $(REPORT_FLAGS)

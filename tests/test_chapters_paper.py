@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import ast
 import math
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
 import torch
 
 from vaelib import evaluate, figures, results
 from vaelib.book import NOTEBOOKS_DIR
-from vaelib.book.profiles import available_profiles, load_profile
+from vaelib.book.parameters import notebook_parameters
 from vaelib.config import RunConfig
 from vaelib.data import load_dataset
 from vaelib.evaluate import active_units, posterior_means
@@ -25,26 +23,6 @@ from vaelib.results import load_all, record
 CHAPTERS = ("06_freyface", "09_test_nll", "10_results")
 
 
-def _declared_parameters(path: Path) -> set[str]:
-    nb = nbformat.read(path, as_version=4)
-    (cell,) = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    return {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
-            for t in node.targets if isinstance(t, ast.Name)}
-
-
-@pytest.mark.parametrize("stem", CHAPTERS)
-def test_every_profile_sets_only_parameters_the_chapter_declares(stem: str) -> None:
-    # papermill injects an unknown name without complaint, so a typo in a profile would silently do nothing.
-    path = NOTEBOOKS_DIR / f"{stem}.ipynb"
-    if not path.exists():
-        pytest.skip(f"{path.name} not written yet")
-    declared = _declared_parameters(path)
-    for name in available_profiles():
-        entry = load_profile(name).notebooks.get(stem, {})
-        unknown = sorted(set(entry) - declared)
-        assert not unknown, f"profile {name} sets {unknown} for {stem}, which its parameters cell does not declare"
-
-
 def test_test_nll_chapter_takes_its_whole_model_from_parameters() -> None:
     path = NOTEBOOKS_DIR / "09_test_nll.ipynb"
     if not path.exists():
@@ -52,7 +30,7 @@ def test_test_nll_chapter_takes_its_whole_model_from_parameters() -> None:
     knobs = {"architecture", "hidden_dim", "hidden_layers", "res_blocks", "latent_dim", "activation", "optimizer",
              "lr", "lr_schedule", "kl_warmup_epochs", "epochs", "batch_size", "iw_eval_samples", "eval_test_size",
              "iwae_k", "train_iwae", "device", "data_dir", "runs_dir"}
-    missing = knobs - _declared_parameters(path)
+    missing = knobs - set(notebook_parameters(path))
     assert not missing, f"09_test_nll's parameters cell lacks {sorted(missing)}"
 
 

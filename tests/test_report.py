@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -13,7 +15,7 @@ import pytest
 import yaml
 
 from vaelib import book, results
-from vaelib.book import assemble, execute, notebook, profiles
+from vaelib.book import assemble, execute, notebook, parameters, profiles
 from vaelib.book.__main__ import main as book_main
 from vaelib.book.build import build
 
@@ -25,7 +27,7 @@ def write_notebook(path: Path, *cells: str, markdown: str = "# A chapter\n\nText
     """A notebook: a markdown title cell, a `parameters` cell, then `cells` as code."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('profile = "default"\nx = 1')
+    params = nbformat.v4.new_code_cell('profile: str = "default"  # the profile\nx: int = 1  # a count')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell(markdown), params, *(nbformat.v4.new_code_cell(c) for c in cells)]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +102,130 @@ def test_a_profile_may_not_set_profile_itself(sandbox: dict[str, Path]) -> None:
         profiles.load_profile("t", sandbox["profiles_dir"])
 
 
+# ----------------------------------------------------------------------------------------- parameters
+
+CELL = """profile: str = "default"  # the profile
+latent_dims: list[int] = [2, 5, 10, 20]  # Nz of the models
+latent_dim: int = 3  # Nz
+epochs: int = 25  # passes
+methods: list[str] = ["aevb", "wake-sleep"]  # the methods
+lr: "float or str or dict" = "auto"  # a step size, "auto", or by method
+iw_examples: "int or None" = 1000  # first N (None: all)
+"""
+
+
+def test_an_undeclared_name_is_refused_naming_the_declared_ones_closest_first() -> None:
+    declared = parameters.declared_parameters(CELL)
+    with pytest.raises(parameters.ParameterError) as info:
+        parameters.check_parameters(declared, {"profile": "quick", "latnt_dims": [2]}, where="05_x")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("unknown parameter latnt_dims (did you mean latent_dims?): 05_x declares latent_dims, ")
+    listed = message.split("declares ")[1].split(", ")
+    assert sorted(listed) == sorted(declared), "every declared parameter is named"
+    assert listed.index("latent_dims") < listed.index("profile"), "closest match first"
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({"epochs": "ten"}, "epochs='ten' is not allowed; it must be an integer >= 0"),
+    ({"latent_dims": 5}, "latent_dims=5 is not allowed; it must be a non-empty list of integers >= 0"),
+    ({"latent_dim": -3}, "latent_dim=-3 is not allowed; it must be an integer >= 1"),  # RunConfig's rule
+    ({"latent_dims": [2, 0]}, "latent_dims: latent_dim=0 is not allowed; it must be an integer >= 1"),
+    ({"methods": ["aevb", "wakesleep"]}, "method='wakesleep' is not allowed (did you mean 'wake-sleep'?)"),
+    ({"iw_examples": "all"}, "iw_examples='all' is not allowed; it must be an integer >= 0 or None"),
+    ({"lr": [0.1]}, "lr=[0.1] is not allowed; it must be a number or a string or a mapping"),
+])
+def test_a_value_of_the_wrong_kind_is_refused_naming_it_and_what_is_allowed(given: dict, expected: str) -> None:
+    with pytest.raises(parameters.ParameterError, match=re.escape(expected)) as info:
+        parameters.check_parameters(parameters.declared_parameters(CELL), given)
+    assert "\n" not in str(info.value) and "declares `" in str(info.value)
+
+
+def test_values_of_the_declared_kinds_pass() -> None:
+    declared = parameters.declared_parameters(CELL)
+    # lr = "auto" disobeys RunConfig's lr, so the chapter's own meaning of lr (a number, "auto" or a dict) holds
+    parameters.check_parameters(declared, {"lr": {"aevb": 0.1}, "iw_examples": None, "latent_dims": [20],
+                                           "methods": ["mcem"], "epochs": 0})
+
+
+@pytest.mark.parametrize(("cell", "expected"), [
+    ('profile = "default"', "assigns profile without a kind"),
+    ('profile: str = "default"\nx: int = 1.5', "own default is refused: x=1.5"),
+    ('profile: str = "default"\nx: "tuple" = 1', "the kind 'tuple' is not one of"),
+    ('profile: str = "default"\nimport os', "may only declare parameters"),
+])
+def test_a_parameters_cell_declares_each_parameter_with_its_kind(cell: str, expected: str) -> None:
+    with pytest.raises(parameters.ParameterError, match=re.escape(expected)):
+        parameters.declared_parameters(cell)
+
+
+def test_the_injected_cell_marker_is_what_papermill_writes() -> None:
+    from papermill.translators import PythonTranslator
+
+    assert PythonTranslator.codify({"x": 1}).startswith(parameters.INJECTED_MARKER + "\n")
+
+
+def test_the_kernel_check_reads_both_cells_from_the_input_history() -> None:
+    params_cell = 'profile: str = "default"  # p\nepochs: int = 25  # passes'
+    ok = {"In": ["", params_cell, "# Parameters\nprofile = \"quick\"\nepochs = 2\n", "start_chapter(globals())"],
+          "profile": "quick", "epochs": 2}
+    parameters.check_injected(ok)
+    parameters.check_injected({"In": ["", params_cell, "x = 1"], "profile": "default", "epochs": 25})  # no injection
+    with pytest.raises(parameters.ParameterError, match="unknown parameter epoch .did you mean epochs"):
+        parameters.check_injected({"In": ["", params_cell, "# Parameters\nepoch = 2\n"], "epoch": 2})
+    with pytest.raises(parameters.ParameterError, match="epochs='2' is not allowed"):
+        parameters.check_injected({"In": ["", params_cell, "# Parameters\nepochs = '2'\n"], "epochs": "2"})
+    # A parameters cell run again in JupyterLab after the injected one does not hide the injected names.
+    with pytest.raises(parameters.ParameterError, match="unknown parameter epoch"):
+        parameters.check_injected({"In": ["", params_cell, "# Parameters\nepoch = 2\n", params_cell], "epoch": 2})
+
+
+def test_the_build_refuses_an_undeclared_profile_key_before_any_work(sandbox: dict[str, Path], monkeypatch) -> None:
+    import papermill
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("papermill ran although a profile key is not declared")
+
+    monkeypatch.setattr(papermill, "execute_notebook", must_not_run)
+    write_profile(sandbox["profiles_dir"], "t", {"01_a": {"x": 2}, "02_b": {"y": 3}})
+    write_notebook(sandbox["notebooks_dir"] / "01_a.ipynb", "1")
+    write_notebook(sandbox["notebooks_dir"] / "02_b.ipynb", "1")
+    with pytest.raises(profiles.ProfileError) as info:  # even when only 01_a is to be executed
+        build("t", ["01_a"], profiles_dir=sandbox["profiles_dir"], notebooks_dir=sandbox["notebooks_dir"],
+              build_dir=sandbox["build_dir"], runs_dir=sandbox["runs_dir"], render=False, log=lambda s: None)
+    assert "profile t (" in str(info.value) and "unknown parameter y (did you mean" not in str(info.value)
+    assert "unknown parameter y: 02_b declares profile, x" in str(info.value)
+    assert not sandbox["build_dir"].exists()
+
+
+def _papermill(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("papermill")), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["-p", "-r", "-y", "-f", "declared"])
+def test_papermill_refuses_an_undeclared_or_ill_kinded_parameter_in_the_second_cell(route: str, tmp_path: Path) -> None:
+    # A real kernel, as a user runs papermill: the notebook's second cell stops it, before the third.
+    write_notebook(tmp_path / "nb.ipynb", "from vaelib.book.notebook import start_chapter\nstart_chapter(globals())",
+                   "open('work-done', 'w').close()")
+    env = {**os.environ, **execute.kernel_environment(tmp_path / "runs", tmp_path / "results")}
+    (tmp_path / "params.yaml").write_text("profile: quick\nxx: 1\n")
+    args = {"-p": ["-p", "y", "5"], "-r": ["-r", "x", "ten"], "-y": ["-y", "x: [1, 2]"], "-f": ["-f", "params.yaml"],
+            "declared": ["-p", "x", "2", "-y", "profile: quick"]}[route]
+    proc = _papermill("nb.ipynb", "out.ipynb", *args, cwd=tmp_path, env=env)
+    if route == "declared":
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (tmp_path / "work-done").exists()
+        return
+    assert proc.returncode != 0
+    expected = {"-p": "unknown parameter y: this notebook declares profile, x",
+                "-r": "x='ten' is not allowed; it must be an integer >= 0",
+                "-y": "x=[1, 2] is not allowed; it must be an integer >= 0",
+                "-f": "unknown parameter xx (did you mean x?): this notebook declares x, profile"}[route]
+    assert "ParameterError: " + expected in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "work-done").exists(), "the notebook went on past its second cell"
+
 # ------------------------------------------------------------------------------------------ execution
 
 
@@ -155,6 +281,125 @@ def test_a_failing_notebook_stops_the_build_naming_notebook_and_cell(sandbox: di
     assert timings["01_boom"]["status"] == "failed"
 
 
+def test_the_build_says_which_cell_it_is_in_and_forwards_the_kernels_progress_bars(
+        sandbox: dict[str, Path], capfd) -> None:
+    write_profile(sandbox["profiles_dir"], "t", {"01_bar": {"x": 3}})
+    write_notebook(sandbox["notebooks_dir"] / "01_bar.ipynb", "from vaelib.book.notebook import start_chapter\n"
+                   "start_chapter(globals())",
+                   "from tqdm.auto import tqdm\nfor _ in tqdm(range(x), desc='steps'):\n    pass",
+                   "print('printed by the notebook')")
+    logged: list[str] = []
+    build("t", profiles_dir=sandbox["profiles_dir"], notebooks_dir=sandbox["notebooks_dir"],
+          build_dir=sandbox["build_dir"], runs_dir=sandbox["runs_dir"], render=False, progress=False,
+          log=logged.append)
+    # Code cells of the executed copy: parameters, papermill's injected cell, then the three above.
+    assert [line for line in logged if ": cell " in line and "steps" not in line] == [
+        "[1/1] 01_bar: cell 1/5: profile: str = \"default\"  # the profile",
+        "[1/1] 01_bar: cell 2/5: # Parameters",
+        "[1/1] 01_bar: cell 3/5: from vaelib.book.notebook import start_chapter",
+        "[1/1] 01_bar: cell 4/5: from tqdm.auto import tqdm",
+        "[1/1] 01_bar: cell 5/5: print('printed by the notebook')"]
+    bars = [line for line in logged if "steps" in line]
+    assert len(bars) == 1 and bars[0].startswith("[1/1] 01_bar: cell 4/5: steps: 100% 3/3 ["), bars
+    assert "[1/1] 01_bar: | printed by the notebook" in logged
+    assert not any("\r" in line for line in logged), "a plain log gets whole lines, no carriage returns"
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.out + captured.err, "the kernel ran over TCP"
+    assert (sandbox["build_dir"] / "notebooks" / "01_bar.kernel.log").is_file()
+
+
+def _bar_states(left: str, n: int, total: int, right: str, style: str = "") -> dict[str, dict]:
+    return {"box": {"_model_name": "HBoxModel", "children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]},
+            "l": {"_model_name": "HTMLModel", "value": left},
+            "p": {"_model_name": "FloatProgressModel", "value": n, "max": total, "bar_style": style},
+            "r": {"_model_name": "HTMLModel", "value": right},
+            "other": {"_model_name": "FloatSliderModel", "value": 0.5}}
+
+
+def test_a_tqdm_widget_reads_as_the_line_tqdm_prints_in_a_terminal() -> None:
+    from vaelib.book.progress import bar_text
+
+    states = _bar_states("fit z=2:  50%", 5, 10, "5/10 [00:01&lt;00:01,  4.2step/s, epoch=1]")
+    assert bar_text("r", states) == ("box", "fit z=2:  50% 5/10 [00:01<00:01,  4.2step/s, epoch=1]", False)
+    assert bar_text("p", {**states, **_bar_states("a", 10, 10, "b", style="success")})[2] is True
+    assert bar_text("other", states) is None
+
+
+def test_plain_progress_lines_are_few_a_bars_last_state_once() -> None:
+    from vaelib.book.progress import MAX_STREAM_LINES, Progress
+
+    lines: list[str] = []
+    progress = Progress("nb", 3, lines.append, interval_s=3600)
+    try:
+        progress.cell(2, "\nrun = fit()\n")
+        for n in range(5):
+            progress.bar("b", f"fit: {n * 25}%", finished=False)  # within interval_s of the bar's first state
+        progress.bar("b", "fit: 100%", finished=True)
+        progress.bar("b", "fit: 100%", finished=True)  # widgets update again after close: said once
+        progress.output("a\rb\r50%\n" + "x\n" * (MAX_STREAM_LINES + 5))
+    finally:
+        progress.close()
+    assert lines[:3] == ["nb: cell 2/3: run = fit()", "nb: cell 2/3: fit: 100%", "nb: | 50%"]
+    assert len(lines) == 3 + MAX_STREAM_LINES and "rest of this cell's output" in lines[-1]
+
+
+def test_in_a_terminal_one_status_line_is_redrawn_and_only_finished_bars_are_kept() -> None:
+    import io
+
+    from vaelib.book.progress import Progress
+
+    lines: list[str] = []
+    terminal = io.StringIO()
+    progress = Progress("nb", 2, lines.append, tty=True, stream=terminal, interval_s=0)
+    try:
+        progress.cell(1, "run = fit()")
+        progress.bar("b", "fit:  50% 5/10", finished=False)
+        progress.bar("b", "fit: 100% 10/10", finished=True)
+    finally:
+        progress.close()
+    assert lines == ["nb: cell 1/2: fit: 100% 10/10"], "a terminal keeps only what is done"
+    drawn = terminal.getvalue()
+    assert "\r\033[Knb: cell 1/2 (0:00) fit:  50% 5/10" in drawn and "\n" not in drawn
+    assert drawn.endswith("\r\033[K"), "the status line is cleared at the end"
+
+
+def test_fit_or_load_logs_each_run_as_trained_or_loaded(tmp_path: Path, monkeypatch, tiny_config, data_dir) -> None:
+    from vaelib.train import RUN_LOG_ENV, fit, fit_or_load
+
+    log = tmp_path / "runs.jsonl"
+    monkeypatch.setenv(RUN_LOG_ENV, str(log))
+    config = tiny_config.replace(epochs=1, train_size=100, test_size=50)
+    first = fit_or_load(config, tmp_path / "runs", data_dir=data_dir, progress=False)
+    fit_or_load(config, tmp_path / "runs", data_dir=data_dir, progress=False)
+    fit(config.replace(epochs=3), first.path, resume=True, data_dir=data_dir, progress=False)  # 2 more epochs
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entries == [{"run": first.path.name, "status": "trained", "epochs_trained": 1},
+                       {"run": first.path.name, "status": "loaded", "epochs_trained": 0},
+                       {"run": first.path.name, "status": "trained", "epochs_trained": 2}]
+
+
+def test_the_statistics_page_counts_each_chapters_runs(sandbox: dict[str, Path]) -> None:
+    from vaelib.book.statistics import run_log_path, statistics_page
+
+    prof = _fake_executed(sandbox, ["01_a", "03_c"])
+    build_dir = sandbox["build_dir"]
+    (build_dir / "timings.json").write_text(json.dumps({
+        "01_a": {"seconds": 12.5, "status": "ok", "finished": "2026-12-01T22:49:36"},
+        "03_c": {"seconds": 150.0, "status": "ok", "finished": "2026-12-01T22:52:06"}}))
+    log = run_log_path(build_dir, "01_a")
+    log.parent.mkdir(parents=True)
+    log.write_text('{"run": "r1", "status": "loaded", "epochs_trained": 0}\n'
+                   '{"run": "r2", "status": "trained", "epochs_trained": 3}\n'
+                   '{"run": "r3", "status": "trained", "epochs_trained": 2}\n{"run": "cut sh')
+    page = statistics_page(prof, ["01_a", "03_c"], build_dir)
+    assert "profile `t`" in page
+    assert "| [01_a](notebooks/01_a.ipynb) | 12.5 s | 1 | 2 | 5 | 2026-12-01 22:49 |" in page
+    assert "| [03_c](notebooks/03_c.ipynb) | 2.5 min | - | - | - | 2026-12-01 22:52 |" in page  # no log
+    assert "| **total** | 2.7 min | 1 | 2 | 5 | |" in page
+    source = assemble.assemble_book(prof, ["01_a", "03_c"], build_dir)
+    assert (source / "statistics.md").read_text() == page
+
+
 # ----------------------------------------------------------------------------------------------- book
 
 
@@ -172,7 +417,7 @@ def test_assembled_book_has_toc_in_profile_order_and_names_the_profile(sandbox: 
     toc = yaml.safe_load((source / "_toc.yml").read_text())
     assert toc["root"] == "intro"
     assert [c["file"] for c in toc["parts"][0]["chapters"]] == ["notebooks/01_a", "notebooks/03_c"]
-    assert [c["file"] for c in toc["parts"][1]["chapters"]] == ["rerun", "bibliography"]
+    assert [c["file"] for c in toc["parts"][1]["chapters"]] == ["rerun", "statistics", "bibliography"]
     intro = (source / "intro.md").read_text()
     assert "Built with profile t on" in intro and "The t banner." in intro
     config = yaml.safe_load((source / "_config.yml").read_text())
@@ -181,7 +426,7 @@ def test_assembled_book_has_toc_in_profile_order_and_names_the_profile(sandbox: 
     assert (source / "references.bib").is_file() and not (source / "profiles").exists()
     assert (source / "_static" / "mathjax" / "tex-chtml-full.js").is_file()
     info = json.loads((source / assemble.BUILD_INFO).read_text())
-    assert info["pages"] == ["intro", "notebooks/01_a", "notebooks/03_c", "rerun", "bibliography"]
+    assert info["pages"] == ["intro", "notebooks/01_a", "notebooks/03_c", "rerun", "statistics", "bibliography"]
 
 
 def test_references_cover_the_cited_literature() -> None:

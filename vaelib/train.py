@@ -10,6 +10,7 @@ weight live here too.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -117,7 +118,10 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     """
     out = Path(out_dir)
     with run_lock(out):
-        return _fit(config, out, resume, data_dir, progress, dataset)
+        before = runs.checkpoint_epoch(out) if resume and os.environ.get(RUN_LOG_ENV) else 0
+        run = _fit(config, out, resume, data_dir, progress, dataset)
+    _log_run(run, run.epochs_done - before)
+    return run
 
 
 def _fit(config: RunConfig, out: Path, resume: bool, data_dir: str | os.PathLike | None, progress: bool,
@@ -215,9 +219,24 @@ def fit_or_load(config: RunConfig, runs_dir: str | os.PathLike | None = None,
     out = runs.run_dir(config, runs_dir)
     run = runs.completed_run(out, config)
     if run is not None:
+        _log_run(run, 0)
         return run
     with run_lock(out):
         run = runs.completed_run(out, config)  # finished by the process we waited for
         if run is not None:
+            _log_run(run, 0)
             return run
         return fit(config, out, resume=True, data_dir=data_dir, progress=progress)
+
+
+# The book build's statistics of cache use: when this variable names a file, fit and fit_or_load append one
+# JSON line to it per run they hand back: {"run": dir name, "status": "loaded" | "trained", "epochs_trained"}.
+RUN_LOG_ENV = "VAELIB_RUN_LOG"
+
+
+def _log_run(run: Run, epochs_trained: int) -> None:
+    path = os.environ.get(RUN_LOG_ENV)
+    if path:
+        status = "trained" if epochs_trained > 0 else "loaded"
+        with open(path, "a", encoding="utf-8") as fh:  # one short append per line: whole lines, any writer
+            fh.write(json.dumps({"run": run.path.name, "status": status, "epochs_trained": epochs_trained}) + "\n")

@@ -1,11 +1,15 @@
 """The book: profiles -> papermill -> Jupyter Book (-> PDF). The top of the house; nothing in vaelib imports it.
 
     profiles.py   book/profiles/<name>.yaml: which notebooks a build runs, with which parameters
+    parameters.py what a notebook's parameters cell declares, and the check of what a run gives it
+    progress.py   where an executing notebook is: its cell, the kernel's progress bars (lines or a status line)
+    engine.py     the papermill engine of the build: an IPC kernel that reports to progress.py
     execute.py    one notebook through papermill, in notebooks/, with the run cache and results dirs set
     build.py      `build(profile)`: execute the profile's notebooks, assemble the book, render it (and the PDF)
+    statistics.py the book's page of execution statistics: wall time, runs loaded and trained, per chapter
     assemble.py   the Jupyter Book source and its rendering to HTML
     browser.py    headless Chromium (the system's, driven by Playwright): the PDF and the browser tests
-    notebook.py   what a chapter calls at its top: the profile's banner
+    notebook.py   what a chapter calls at its top: `start_chapter(globals())`, the check and the banner
     __main__.py   `python -m vaelib.book build --profile quick` (also `python -m vaelib.report`)
 
 Where the book's folders are: `vaelib.paths` (the checkout), with the names below.

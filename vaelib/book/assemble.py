@@ -17,10 +17,12 @@ import yaml
 from . import BOOK_DIR, HTML_DIR, BuildError
 from .execute import LIVE_DIR
 from .profiles import Profile
+from .statistics import PAGE as STATISTICS_PAGE
+from .statistics import write_statistics_page
 
 Log = Callable[[str], None]
 FRONT_PAGE = "intro"
-BACK_PAGES = ("rerun", "bibliography")  # after the chapters, in this order
+BACK_PAGES = ("rerun", STATISTICS_PAGE, "bibliography")  # after the chapters, in this order
 BOOK_DIR_SKIP = {"_build", "profiles", "_toc.yml", "__pycache__"}  # not copied into the book source
 BUILD_INFO = "build-info.json"  # written into the HTML folder: profile, date and page order
 # Sphinx's html_extra_path: copied beside index.html. The live figures' decoders go there, as MODELS_DIR/,
@@ -35,9 +37,10 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
 
     It holds a copy of book/ (pages, references.bib, _static/, _ext/; not profiles/ nor _build/), with the
     profile's banner as `html.announcement` in _config.yml, the executed notebooks of `chapters` under
-    notebooks/, the decoders they exported for the live figures (build_dir/live/*.js) under
-    _extra/live-models/, and a generated _toc.yml: intro, the chapters in profile order, then the back pages. The
-    front page gets a box under its title naming the profile and the build date, with the banner.
+    notebooks/, the decoders they exported for the live figures (build_dir/live/*.js) under _extra/live-models/,
+    the execution-statistics page (`statistics.py`), and a generated _toc.yml: intro, the chapters in profile
+    order, then the back pages. The front page gets a box under its title naming the profile and the build date,
+    with the banner.
     """
     book_dir = Path(book_dir or BOOK_DIR)
     source = build_dir / "book"
@@ -59,6 +62,7 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
     (source / "notebooks").mkdir()
     for stem in chapters:
         shutil.copy2(build_dir / "notebooks" / f"{stem}.ipynb", source / "notebooks" / f"{stem}.ipynb")
+    write_statistics_page(source, profile, chapters, build_dir)
 
     models = source / EXTRA_DIR / MODELS_DIR
     models.mkdir(parents=True)

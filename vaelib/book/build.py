@@ -25,7 +25,9 @@ from . import BOOK_DIR, BUILD_ROOT, HTML_DIR, NOTEBOOKS_DIR, PDF_PATH
 from .assemble import assemble_book, render_book
 from .browser import print_pdf
 from .execute import NotebookFailed, execute_notebook
+from .parameters import check_profile
 from .profiles import Profile, load_profile, select
+from .statistics import run_log_path
 
 Log = Callable[[str], None]
 
@@ -68,6 +70,8 @@ def build(
     prof = load_profile(profile, profiles_dir)  # before any work: a typo costs nothing
     stems = select(prof, notebooks)
     notebooks_dir = Path(notebooks_dir or NOTEBOOKS_DIR).resolve()
+    if execute:
+        check_profile(prof, notebooks_dir)  # every chapter's keys declared, of the declared kinds
     build_dir = Path(build_dir or BUILD_ROOT / prof.name).resolve()
     runs_dir = paths.runs_dir(runs_dir)
     book_dir = Path(book_dir or BOOK_DIR)
@@ -109,7 +113,8 @@ def _execute_all(prof: Profile, stems: list[str], notebooks_dir: Path, build_dir
         try:
             seconds = execute_notebook(notebooks_dir / f"{stem}.ipynb", build_dir / "notebooks" / f"{stem}.ipynb",
                                        prof.parameters(stem), runs_dir=runs_dir, results_dir=results_dir,
-                                       progress=progress)
+                                       run_log=run_log_path(build_dir, stem), log=log, tty=progress,
+                                       label=f"[{i}/{len(stems)}] {stem}")
         except NotebookFailed:
             _save_timings(build_dir, {stem: None})
             raise

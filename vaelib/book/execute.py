@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import paths
 from . import BuildError
+from .progress import Log, Progress
 
 KERNEL = "python3"
 LIVE_DIR = "live"  # beside the results folder: the decoders the chapters export for the book's live figures
@@ -55,23 +56,39 @@ def kernel_environment(runs_dir: Path, results_dir: Path) -> dict[str, str]:
             "VAELIB_LIVE": str(Path(results_dir).parent / LIVE_DIR)}
 
 def execute_notebook(source: Path, output: Path, parameters: Mapping[str, Any], *, runs_dir: Path,
-                     results_dir: Path, progress: bool = False) -> float:
+                     results_dir: Path, run_log: Path | None = None, log: Log | None = None,
+                     tty: bool = False, label: str | None = None) -> float:
     """Execute `source` into `output` with papermill, in `source`'s folder; return the wall time in seconds.
 
-    Raises NotebookFailed naming the notebook, the failing cell and the error.
+    `log` gets the progress lines, each starting with `label` (default: the notebook's name): the cell it is
+    in, the kernel's progress bars, what it prints (nothing if None); with `tty`, one status line redrawn.
+    The runs the notebook loads or trains are appended to `run_log` (JSON lines, `vaelib.train.RUN_LOG_ENV`);
+    the kernel process's own log goes to `output` with the suffix .kernel.log. Raises NotebookFailed naming
+    the notebook, the failing cell and the error.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from ..train import RUN_LOG_ENV  # imports torch: only a build that executes notebooks pays for it
+    from .engine import ENGINE_NAME
+
     source, output = Path(source).resolve(), Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     results_dir.mkdir(parents=True, exist_ok=True)
+    environment = kernel_environment(runs_dir, results_dir)
+    if run_log is not None:
+        run_log.parent.mkdir(parents=True, exist_ok=True)
+        run_log.write_text("")  # empty: a chapter that asks for no run still says so
+        environment[RUN_LOG_ENV] = str(run_log)
+    kernel_log = output.with_suffix(".kernel.log")
+    progress = Progress(label or source.stem, 0, log, tty=tty) if log is not None else None
     start = time.perf_counter()
-    with _environ(kernel_environment(runs_dir, results_dir)):
+    with _environ(environment):
         try:
             papermill.execute_notebook(
                 str(source), str(output), parameters=dict(parameters), kernel_name=KERNEL,
-                cwd=str(source.parent), progress_bar=progress, log_output=False,
+                cwd=str(source.parent), progress_bar=False, log_output=False, engine_name=ENGINE_NAME,
+                progress=progress, kernel_log=kernel_log,
             )
         except PapermillExecutionError as exc:
             first_line = (exc.source or "").strip().splitlines()[:1]
@@ -84,7 +101,11 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, Any], 
             ) from exc
         except Exception as exc:  # a kernel that died or would not start: still name the notebook
             raise NotebookFailed(
-                f"notebook {source.stem} could not be executed: {type(exc).__name__}: {exc}",
+                f"notebook {source.stem} could not be executed: {type(exc).__name__}: {exc}\n"
+                f"The kernel's own log is in {kernel_log}",
                 stem=source.stem, cell_index=None, ename=type(exc).__name__, evalue=str(exc), output=output,
             ) from exc
+        finally:
+            if progress is not None:
+                progress.close()
     return time.perf_counter() - start

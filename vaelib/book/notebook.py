@@ -1,13 +1,25 @@
-"""What a chapter calls at its top and bottom: the profile's banner, and which chapters recorded nothing."""
+"""What a chapter calls at its top and bottom: the check of its parameters with the profile's banner, and
+which chapters recorded nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import pandas as pd
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import NOTEBOOKS_DIR
+from .parameters import check_injected
 from .profiles import ProfileError, available_profiles, load_profile
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def start_chapter(namespace: Mapping[str, Any]) -> None:
+    """The second cell of every chapter, `start_chapter(globals())`: refuse what papermill injected that the
+    parameters cell does not declare, or of the wrong kind (ParameterError, one line, before any work;
+    `vaelib.book.parameters.check_injected`), then show the banner of the profile in `profile`."""
+    check_injected(namespace)
+    profile_banner(namespace["profile"])
 
 
 def profile_banner(profile: str) -> None:
