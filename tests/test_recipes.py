@@ -209,7 +209,9 @@ def test_the_issues_typo_stops_papermill_in_seconds_and_trains_nothing(tmp_path:
 
 def _make_dry_run(*args: str) -> str:
     """The last command `make -n` would run: what the target does after setup and data."""
-    proc = _run(["make", "-n", *args], ROOT, _environment())
+    # Under `make test` this runs inside make: without --no-print-directory the recursion would add
+    # "make[1]: Leaving directory" as the last line.
+    proc = _run(["make", "-n", "--no-print-directory", *args], ROOT, _environment())
     return proc.stdout.strip().splitlines()[-1]
 
 
