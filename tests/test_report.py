@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from vaelib import book, results
+from vaelib import book, executors, results
 from vaelib.book import assemble, execute, notebook, parameters, profiles
 from vaelib.book.__main__ import main as book_main
 from vaelib.book.build import build
@@ -523,3 +523,40 @@ def test_record_writes_atomically(tmp_path: Path, monkeypatch) -> None:
         results.record("03_mnist", "b", 2.0, unit="nats", estimator="x", directory=tmp_path)
     assert (tmp_path / "03_mnist.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["03_mnist.json"], "a temporary file was left behind"
+
+
+def test_jobs_execute_notebooks_side_by_side_and_the_results_page_last(sandbox: dict[str, Path]) -> None:
+    # Each notebook writes when it started and ended, and what its kernel was told: with jobs=2 the two
+    # chapters overlap in time, each kernel gets one thread and the executor, and the results page waits.
+    stamp = ('import json, os, time\nstart = time.time()\ntime.sleep(3)\n'
+             'json.dump({"start": start, "end": time.time(), "threads": os.environ.get("OMP_NUM_THREADS"),\n'
+             '           "executor": os.environ.get("VAELIB_EXECUTOR")},\n'
+             '          open(os.environ["VAELIB_RUNS"] + f"/{NAME}.json", "w"))')
+    names = ["01_a", "02_b", "10_results"]
+    for name in names:
+        write_notebook(sandbox["notebooks_dir"] / f"{name}.ipynb", f"NAME = {name!r}", stamp)
+    write_profile(sandbox["profiles_dir"], "t", {name: {} for name in names})
+    build("t", profiles_dir=sandbox["profiles_dir"], notebooks_dir=sandbox["notebooks_dir"],
+          build_dir=sandbox["build_dir"], runs_dir=sandbox["runs_dir"], render=False, jobs=2,
+          executor="local:2", log=lambda line: None)
+    seen = {n: json.loads((sandbox["runs_dir"] / f"{n}.json").read_text()) for n in names}
+    a, b, last = seen["01_a"], seen["02_b"], seen["10_results"]
+    assert a["start"] < b["end"] and b["start"] < a["end"], "the two chapters did not run side by side"
+    assert last["start"] >= max(a["end"], b["end"]), "the results page ran before the chapters it reads"
+    assert {s["threads"] for s in seen.values()} == {str(executors.threads_per_worker(2))}
+    assert {s["executor"] for s in seen.values()} == {"local:2"}
+    timings = json.loads((sandbox["build_dir"] / "timings.json").read_text())
+    assert all(timings[n]["status"] == "ok" for n in names)
+
+
+def test_a_bad_jobs_or_executor_is_refused_before_any_work(sandbox: dict[str, Path]) -> None:
+    write_notebook(sandbox["notebooks_dir"] / "01_a.ipynb", "raise SystemExit('executed')")
+    write_profile(sandbox["profiles_dir"], "t", {"01_a": {}})
+    common = dict(profiles_dir=sandbox["profiles_dir"], notebooks_dir=sandbox["notebooks_dir"],
+                  build_dir=sandbox["build_dir"], runs_dir=sandbox["runs_dir"], render=False)
+    with pytest.raises(ValueError, match="jobs=0"):
+        build("t", jobs=0, **common)
+    with pytest.raises(ValueError, match="lcoal"):
+        build("t", executor="lcoal:2", **common)
+    assert not (sandbox["build_dir"] / "notebooks").exists()
+    assert book_main(["build", "--profile", "quick", "--executor", "slurm:3"]) == 2

@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..config import ConfigError
 from . import BuildError
 from .build import build
 from .profiles import ProfileError, available_profiles, load_profile
@@ -24,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--skip-execute", action="store_true",
                    help="render the book from the notebooks executed by the last build, running none")
     b.add_argument("--no-render", action="store_true", help="execute the notebooks but do not render the book")
+    b.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="execute N notebooks side by side, each with its share of the CPU threads (the results "
+                        "page waits for the others)")
+    b.add_argument("--executor", default=None, metavar="KIND",
+                   help="how chapters train their runs: inprocess, local:N (a process pool), slurm or "
+                        "submitit-local; sets $VAELIB_EXECUTOR for the kernels (vaelib.executors)")
     sub.add_parser("profiles", help="list the profiles and what they are for")
     return parser
 
@@ -35,8 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name}: {load_profile(name).description}")
         return 0
     try:
-        build(args.profile, args.only, pdf=args.pdf, execute=not args.skip_execute, render=not args.no_render)
-    except ProfileError as exc:
+        build(args.profile, args.only, pdf=args.pdf, execute=not args.skip_execute, render=not args.no_render,
+              jobs=args.jobs, executor=args.executor)
+    except (ProfileError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BuildError as exc:

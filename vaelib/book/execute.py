@@ -57,14 +57,15 @@ def kernel_environment(runs_dir: Path, results_dir: Path) -> dict[str, str]:
 
 def execute_notebook(source: Path, output: Path, parameters: Mapping[str, Any], *, runs_dir: Path,
                      results_dir: Path, run_log: Path | None = None, log: Log | None = None,
-                     tty: bool = False, label: str | None = None) -> float:
+                     tty: bool = False, label: str | None = None, extra_env: Mapping[str, str] | None = None) -> float:
     """Execute `source` into `output` with papermill, in `source`'s folder; return the wall time in seconds.
 
     `log` gets the progress lines, each starting with `label` (default: the notebook's name): the cell it is
     in, the kernel's progress bars, what it prints (nothing if None); with `tty`, one status line redrawn.
     The runs the notebook loads or trains are appended to `run_log` (JSON lines, `vaelib.train.RUN_LOG_ENV`);
-    the kernel process's own log goes to `output` with the suffix .kernel.log. Raises NotebookFailed naming
-    the notebook, the failing cell and the error.
+    the kernel process's own log goes to `output` with the suffix .kernel.log. `extra_env`: more variables for
+    the kernel (the build's executor and thread share). Raises NotebookFailed naming the notebook, the failing
+    cell and the error.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -75,7 +76,7 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, Any], 
     source, output = Path(source).resolve(), Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     results_dir.mkdir(parents=True, exist_ok=True)
-    environment = kernel_environment(runs_dir, results_dir)
+    environment = {**kernel_environment(runs_dir, results_dir), **(extra_env or {})}
     if run_log is not None:
         run_log.parent.mkdir(parents=True, exist_ok=True)
         run_log.write_text("")  # empty: a chapter that asks for no run still says so
