@@ -26,8 +26,8 @@ from .. import literature, paths
 from ..config import RunConfig, check_int
 from ..data import Dataset, image_shape, load_dataset
 from ..evaluate import evaluate_cached
+from ..executors import train_many
 from ..runs import Run, read_config
-from ..train import fit_or_load
 
 
 @dataclass
@@ -107,8 +107,8 @@ def train_and_evaluate(configs: Mapping[str, RunConfig], iw_samples: int = 1000,
     results: dict[str, dict[str, Any]] = {}
     datasets: dict[str, Dataset] = {}
     loaded: dict[tuple, Dataset] = {}
-    for label, config in configs.items():
-        run = fit_or_load(config, runs_dir=runs_dir, data_dir=data_dir, progress=progress)
+    trained = train_many(list(configs.values()), runs_dir, data_dir, progress=progress)  # $VAELIB_EXECUTOR
+    for (label, config), run in zip(configs.items(), trained, strict=True):
         device = next(run.model.parameters()).device
         key = (config.dataset, config.train_size, config.test_size, str(device))
         if key not in loaded:
