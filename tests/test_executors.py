@@ -53,7 +53,7 @@ def test_executors_train_what_the_process_trains(kind: str, tiny_config: RunConf
     def no_training(*args, **kwargs):
         raise AssertionError("train_many dispatched a run that the cache already holds")
 
-    monkeypatch.setattr(executors, "_dispatch", no_training)
+    monkeypatch.setattr(executors, "map_jobs", no_training)
     again = executors.train_many(configs, tmp_path / "there", data_dir, executor=kind, progress=False)
     _assert_same_runs(there, again)
 
@@ -83,3 +83,24 @@ def test_train_many_checks_every_config_first(tiny_config: RunConfig, tmp_path: 
     with pytest.raises(TypeError, match=r"configs\[1\]"):
         executors.train_many([tiny_config, tiny_config.to_dict()], tmp_path, executor="local:2")
     assert not (tmp_path / runs.run_dir(tiny_config, tmp_path).name).exists()
+
+
+def test_figure3_staged_runs_through_a_pool_equal_the_process(tiny_config: RunConfig, data_dir: Path,
+                                                              tmp_path: Path, one_torch_thread, monkeypatch) -> None:
+    from vaelib.experiments import figure3
+
+    monkeypatch.setattr(executors, "threads_per_worker", lambda jobs: 1)
+    configs = [c.replace(epochs=3) for c in figure3.figure3_configs([200], ["aevb", "wake-sleep"], 600,
+                                                                     hidden_dim=16, test_size=50, device="cpu")]
+    kwargs = dict(data_dir=data_dir, k=8, n_points=40, points_per_decade=1, min_samples=200, progress=False)
+    here = figure3.run_figure3(configs, tmp_path / "here", executor="inprocess", **kwargs)
+    there = figure3.run_figure3(configs, tmp_path / "there", executor="local:2", **kwargs)
+    assert len(here) == len(there) > 0
+    pd.testing.assert_frame_equal(here.drop(columns=["seconds", "train_seconds"]),
+                                  there.drop(columns=["seconds", "train_seconds"]))
+
+
+def test_a_failing_job_names_itself(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="job-b failed in its worker: ZeroDivisionError"):
+        executors.map_jobs(divmod, [(1, 1), (1, 0)], ["job-a", "job-b"], executors.parse_executor("local:2"),
+                           progress=False)

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import paths, runs
 from .config import ConfigError, RunConfig, check_choice, check_int
@@ -108,15 +109,20 @@ def threads_per_worker(jobs: int) -> int:
     return max(1, available_cpus() // jobs)
 
 
-def _train_one(config: dict, runs_dir: str, data_dir: str | None, threads: int | None) -> str:
+def _train_one(config: dict, runs_dir: str, data_dir: str | None) -> str:
     """A worker's job: train (or load) one run into the shared cache; returns its directory. Module-level, so
     process pools and submitit can pickle it."""
+    run = fit_or_load(RunConfig.from_dict(config), runs_dir, data_dir, progress=False)
+    return str(run.path)
+
+
+def _with_threads(threads: int | None, function: Callable[..., Any], *args: Any) -> Any:
+    """Run `function(*args)` in a worker with `threads` torch threads (None: the worker's default)."""
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
-    run = fit_or_load(RunConfig.from_dict(config), runs_dir, data_dir, progress=False)
-    return str(run.path)
+    return function(*args)
 
 
 def _say(message: str) -> None:
@@ -134,9 +140,7 @@ def train_many(configs: Sequence[RunConfig], runs_dir: str | os.PathLike | None 
     for i, config in enumerate(configs):
         if not isinstance(config, RunConfig):
             raise TypeError(f"configs[{i}] is a {type(config).__name__}, not a RunConfig")
-    if isinstance(executor, str):
-        executor = parse_executor(executor)
-    executor = executor or executor_from_environment()
+    executor = as_executor(executor)
     cache = paths.runs_dir(runs_dir)
     if executor.kind == "inprocess":
         return [fit_or_load(config, cache, data_dir, progress=progress) for config in configs]
@@ -146,29 +150,45 @@ def train_many(configs: Sequence[RunConfig], runs_dir: str | os.PathLike | None 
     if todo:
         if progress:
             _say(f"training {len(todo)} of {len(unique)} runs through {executor.describe()}")
-        _dispatch(todo, str(cache), data, executor, progress)
+        map_jobs(_train_one, [(c.to_dict(), str(cache), data) for c in todo], [c.run_name() for c in todo],
+                 executor, progress, str(cache))
     return [runs.load_run(runs.run_dir(config, cache), config.device) for config in configs]
 
 
-def _dispatch(todo: list[RunConfig], cache: str, data: str | None, executor: Executor, progress: bool) -> None:
-    jobs = [(c.to_dict(), cache, data) for c in todo]
+def as_executor(executor: Executor | str | None) -> Executor:
+    """`executor` itself, parsed from its text, or (None) the one $VAELIB_EXECUTOR names."""
+    if isinstance(executor, str):
+        return parse_executor(executor)
+    return executor or executor_from_environment()
+
+
+def map_jobs(function: Callable[..., Any], jobs: Sequence[tuple], labels: Sequence[str], executor: Executor,
+             progress: bool = True, folder: str | os.PathLike | None = None) -> list[Any]:
+    """`[function(*job) for job in jobs]` through `executor`, results in the order of `jobs`. `function` must be
+    module-level (picklable); `labels` name the jobs in progress lines and errors; `folder` is where submitit
+    keeps its logs (default: the run cache). Each local worker gets its share of the CPU threads."""
+    jobs, labels = list(jobs), list(labels)
+    if executor.kind == "inprocess":
+        return [function(*job) for job in jobs]
     if executor.kind == "local":
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         threads = threads_per_worker(executor.jobs)
+        results: list[Any] = [None] * len(jobs)
         # spawn, not fork: a forked child would inherit this process's torch thread pool and locks.
         with ProcessPoolExecutor(max_workers=min(executor.jobs, len(jobs)),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_train_one, *job, threads): c for job, c in zip(jobs, todo, strict=True)}
+            futures = {pool.submit(_with_threads, threads, function, *job): i for i, job in enumerate(jobs)}
             for done, future in enumerate(as_completed(futures), start=1):
-                _result(future.result, futures[future])
+                i = futures[future]
+                results[i] = _result(future.result, labels[i])
                 if progress:
-                    _say(f"  [{done}/{len(jobs)}] {futures[future].run_name()} done")
-        return
+                    _say(f"  [{done}/{len(jobs)}] {labels[i]} done")
+        return results
     import submitit
 
-    folder = Path(cache) / ".submitit"
+    folder = Path(folder or paths.runs_dir()) / ".submitit"
     if executor.kind == "submitit-local":
         pool = submitit.AutoExecutor(folder=folder, cluster="local")
         pool.update_parameters(timeout_min=executor.time_minutes)
@@ -179,15 +199,15 @@ def _dispatch(todo: list[RunConfig], cache: str, data: str | None, executor: Exe
                                cpus_per_task=executor.cpus_per_job or 1, nodes=1, tasks_per_node=1,
                                **({"slurm_partition": executor.partition} if executor.partition else {}))
         threads = executor.cpus_per_job
-    submitted = pool.map_array(_train_one, *zip(*jobs, strict=True), [threads] * len(jobs))
+    columns = list(zip(*jobs, strict=True))
+    submitted = pool.map_array(_with_threads, [threads] * len(jobs), [function] * len(jobs), *columns)
     if progress:
         _say(f"  submitted {len(submitted)} job(s): {', '.join(job.job_id for job in submitted)}")
-    for job, config in zip(submitted, todo, strict=True):
-        _result(job.result, config)
+    return [_result(job.result, label) for job, label in zip(submitted, labels, strict=True)]
 
 
-def _result(get, config: RunConfig) -> str:
+def _result(get: Callable[[], Any], label: str) -> Any:
     try:
         return get()
     except Exception as error:
-        raise RuntimeError(f"run {config.run_name()} failed in its worker: {type(error).__name__}: {error}") from error
+        raise RuntimeError(f"{label} failed in its worker: {type(error).__name__}: {error}") from error

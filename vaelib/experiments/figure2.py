@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..config import DATASET_LABELS, METHOD_LABELS, METHODS, ConfigError, RunConfig, check_ints
 from ..data import FREYFACE_TEST_SIZE, train_set_size
-from ..train import fit_or_load
+from ..executors import Executor, train_many
 from .settings import (
     FIG2_LATENT_DIMS,
     PAPER_INIT_STD,
@@ -115,13 +114,13 @@ def history_to_long(config: RunConfig, history: pd.DataFrame) -> pd.DataFrame:
     return long[FIG2_COLUMNS]
 
 def run_figure2(configs: Sequence[RunConfig], runs_dir: str | os.PathLike | None = None,
-                data_dir: str | os.PathLike | None = None, progress: bool = True) -> pd.DataFrame:
+                data_dir: str | os.PathLike | None = None, progress: bool = True,
+                executor: Executor | str | None = None) -> pd.DataFrame:
     """Train (or load) every run and return the long table: dataset, method, latent_dim, epoch,
-    samples_seen, split ("train"/"test"), elbo (nats per datapoint, SGVB estimator B, L = 1)."""
-    frames = []
-    for config in tqdm(configs, desc="Figure 2 runs", unit="run", disable=not progress):
-        run = fit_or_load(config, runs_dir, data_dir, progress=progress)
-        frames.append(history_to_long(run.config, run.history))
+    samples_seen, split ("train"/"test"), elbo (nats per datapoint, SGVB estimator B, L = 1). The runs are
+    independent: `vaelib.executors.train_many` trains them through `executor` (default $VAELIB_EXECUTOR)."""
+    frames = [history_to_long(run.config, run.history)
+              for run in train_many(configs, runs_dir, data_dir, executor=executor, progress=progress)]
     if not frames:
         return pd.DataFrame(columns=FIG2_COLUMNS)
     return pd.concat(frames, ignore_index=True)

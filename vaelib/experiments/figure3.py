@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import runs
+from .. import paths, runs
 from ..config import METHOD_LABELS, ConfigError, RunConfig, check_int, check_ints
 from ..data import Dataset, load_dataset, train_set_size
 from ..estimators import ENCODER_IS, log_likelihood, log_px_estimator, marginal_log_likelihood
 from ..evaluate import EVAL_BATCH, EVAL_SEED, cached, seeded
+from ..executors import Executor, as_executor, map_jobs
 from ..train import fit
 from .settings import (
     FIG3_EVAL_POINTS,
@@ -181,12 +184,19 @@ def _run_staged(config: RunConfig, dataset: Dataset, runs_dir: str | os.PathLike
     return pd.DataFrame(rows)[FIG3_COLUMNS].sort_values(["epoch", "estimator", "split"]).reset_index(drop=True)
 
 
+def _staged_job(config: dict, runs_dir: str | None, data_dir: str | None, *args: Any) -> pd.DataFrame:
+    """One run's stages in a worker (module-level, so process pools and submitit can pickle it)."""
+    config = RunConfig.from_dict(config)
+    dataset = load_dataset(config.dataset, data_dir, config.train_size, config.test_size)
+    return _run_staged(config, dataset, runs_dir, *args, progress=False)
+
+
 def run_figure3(configs: Sequence[RunConfig], runs_dir: str | os.PathLike | None = None,
                 data_dir: str | os.PathLike | None = None, k: int = 1000, n_points: int = FIG3_EVAL_POINTS,
                 estimators: Sequence[str] = ("is",), points_per_decade: int = 2, min_samples: float = 1e4,
                 estimator_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
                 last_stage: Mapping[str, Sequence[str]] | None = None, batch_size: int = 100,
-                progress: bool = True) -> pd.DataFrame:
+                progress: bool = True, executor: Executor | str | None = None) -> pd.DataFrame:
     """Train every Fig. 3 run in stages and estimate log p(x) of the first `n_points` training and test
     points after each stage. Returns the long table FIG3_COLUMNS (log_likelihood: mean nats per datapoint,
     sem: its standard error over the points; median: the median over the points, which a few wild
@@ -201,7 +211,8 @@ def run_figure3(configs: Sequence[RunConfig], runs_dir: str | os.PathLike | None
     arguments per estimator for `vaelib.estimators` (HMC settings, n_posterior_samples, ...).
     last_stage: estimators (keys, also listed in `estimators`) computed only after the last stage and only
     on the given splits, e.g. {"paper": ["test"]}: the HMC-based ones cost thousands of decoder passes per
-    point.
+    point. executor: how the runs are spread (`vaelib.executors`; default $VAELIB_EXECUTOR): each run's
+    stages and estimates are one job, so a pool trains several runs side by side.
     """
     last_stage = {e: tuple(splits) for e, splits in (last_stage or {}).items()}
     for split in [s for splits in last_stage.values() for s in splits]:
@@ -213,6 +224,17 @@ def run_figure3(configs: Sequence[RunConfig], runs_dir: str | os.PathLike | None
     check_int("k", k, 1)
     check_int("n_points", n_points, 1)
     estimator_kwargs = {e: dict((estimator_kwargs or {}).get(e, {})) for e in estimators}
+    executor = as_executor(executor)
+    if executor.kind != "inprocess":
+        # Each run's stages are one job: the runs are independent, their stages are not.
+        cache = str(paths.runs_dir(runs_dir))
+        data = None if data_dir is None else str(Path(data_dir).resolve())
+        jobs = [(c.to_dict(), cache, data, k, n_points, tuple(estimators), points_per_decade, min_samples,
+                 estimator_kwargs, last_stage, batch_size) for c in configs]
+        if progress:
+            print(f"Figure 3: {len(jobs)} staged runs through {executor.describe()}", file=sys.stderr, flush=True)
+        frames = map_jobs(_staged_job, jobs, [f"Figure 3 run {c.run_name()}" for c in configs], executor, progress)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FIG3_COLUMNS)
     frames = []
     datasets: dict[tuple, Dataset] = {}
     for config in configs:
