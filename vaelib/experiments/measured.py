@@ -2,7 +2,8 @@
 run's `config.json` and `history.csv` (no checkpoints), so that chapters 7 and 8 can draw them on the
 paper's axes beside the curves the build has just trained.
 
-    python -m vaelib.experiments.measured figure2 --samples 1e7 --out book/measured/cpu-2core/figure2
+    python -m vaelib.experiments.measured figure2 --samples 1e7 --stages 1e6,3e6 \
+        --out book/measured/cpu-2core/figure2
     python -m vaelib.experiments.measured figure3 --samples 1e7 --mcem-samples 2e5 \
         --out book/measured/cpu-2core/figure3
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -28,10 +28,13 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paths, runs
-from ..config import RunConfig
-from ..executors import train_many
+from ..config import RunConfig, check_choice
+from ..data import train_set_size
+from ..executors import as_executor, map_jobs
+from ..io import write_text_atomic
+from ..train import fit
 from . import figure2, figure3, step_size
-from .settings import FIG3_EVAL_POINTS
+from .settings import FIG2_LATENT_DIMS, FIG3_EVAL_POINTS, epochs_for_samples
 
 CONFIG_FILE, HISTORY_FILE = "config.json", runs.HISTORY_FILE
 FIG3_TABLE = "marginal_likelihood.csv"
@@ -48,7 +51,7 @@ def export_run(run_path: str | os.PathLike, out: str | os.PathLike) -> Path:
     target = Path(out) / run_path.name
     target.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG_FILE, HISTORY_FILE):
-        shutil.copyfile(run_path / name, target / name)
+        write_text_atomic(target / name, (run_path / name).read_text())
     return target
 
 
@@ -76,18 +79,47 @@ def load_figure3(folder: str | os.PathLike) -> pd.DataFrame:
 
 def describe(folder: str | os.PathLike) -> dict:
     """What a measured folder holds: runs, the largest budget in samples, total training seconds, and the
-    machine and commit its README.json records (written by `main`)."""
+    calls that made it (machine, commit, command, wall seconds: README.json, written by `main`)."""
     folder = Path(folder)
     found = load_measured(folder)
     meta_file = folder / "README.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    calls = json.loads(meta_file.read_text()).get("calls", []) if meta_file.is_file() else []
     return {"runs": len(found), "max_samples": max((int(h["samples_seen"].max()) for _, h in found), default=0),
-            "train_seconds": float(sum(h["seconds"].sum() for _, h in found)), **meta}
+            "train_seconds": float(sum(h["seconds"].sum() for _, h in found)),
+            "wall_seconds": float(sum(c.get("wall_seconds", 0) for c in calls)), "calls": calls}
 
 
-def _figure2_configs(samples: float, seed: int) -> list[RunConfig]:
-    return (figure2.figure2_configs("binarized-mnist", None, samples, seed=seed, device="cpu")
-            + figure2.figure2_configs("freyface", None, samples, seed=seed, device="cpu"))
+def _figure2_configs(samples: float, datasets: Sequence[str], seed: int) -> list[RunConfig]:
+    return [c for dataset in datasets for c in figure2.figure2_configs(dataset, None, samples, seed=seed, device="cpu")]
+
+
+def _grow(config: dict, runs_dir: str, data_dir: str | None) -> str:
+    """A worker's job: train one run up to `config["epochs"]` in its staged directory (which keeps one run
+    whatever its final epoch count), resuming what an earlier, shorter stage left; returns the directory."""
+    config = RunConfig.from_dict(config)
+    out = runs.staged_run_dir(config, runs_dir)
+    if runs.checkpoint_epoch(out) < config.epochs:
+        fit(config, out, resume=True, data_dir=data_dir, progress=False)
+    return str(out)
+
+
+def grow_figure2(configs: Sequence[RunConfig], stages: Sequence[float], out: Path, runs_dir: Path | None,
+                 data_dir: Path | None, executor: str | None) -> None:
+    """Train every Fig. 2 run up to each budget of `stages` in turn (training samples, ascending), all runs
+    to one budget before any goes further, and copy their records to `out` after every stage: a measurement
+    stopped early leaves every panel at the same reach."""
+    cache = str(paths.runs_dir(runs_dir))
+    data = None if data_dir is None else str(data_dir.resolve())
+    spread = as_executor(executor)
+    for samples in stages:
+        staged = [c.replace(epochs=epochs_for_samples(samples, train_set_size(c.dataset, c.train_size)))
+                  for c in configs]
+        print(f"stage: {samples:,.0f} training samples per run, {len(staged)} runs through {spread.describe()}",
+              file=sys.stderr, flush=True)
+        folders = map_jobs(_grow, [(c.to_dict(), cache, data) for c in staged], [c.run_name() for c in staged],
+                           spread)
+        for folder in folders:
+            export_run(folder, out)
 
 
 def _machine() -> dict:
@@ -112,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaelib.experiments.measured", description=__doc__.split("\n\n")[0])
     parser.add_argument("figure", choices=["figure2", "figure3"], help="which figure's runs to train and keep")
     parser.add_argument("--samples", type=float, default=1e7, help="training samples per run (the paper: 1e8)")
+    parser.add_argument("--stages", default="", help="figure2: comma-separated smaller budgets to bring every run "
+                        "to first, e.g. 1e6,3e6 (then --samples)")
+    parser.add_argument("--datasets", default="binarized-mnist,freyface", help="figure2: data sets, comma-separated")
     parser.add_argument("--mcem-samples", type=float, default=2e5, help="figure3: training samples of the MCEM runs")
     parser.add_argument("--out", type=Path, required=True, help="folder to copy config.json and history.csv into")
     parser.add_argument("--runs-dir", type=Path, default=None, help="the run cache (default: vaelib.paths.runs_dir)")
@@ -121,11 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     if args.figure == "figure2":
-        configs = _figure2_configs(args.samples, args.seed)
+        datasets = [d for d in args.datasets.split(",") if d]
+        for dataset in datasets:
+            check_choice("dataset", dataset, tuple(FIG2_LATENT_DIMS))
+        stages = sorted({float(x) for x in args.stages.split(",") if x} | {args.samples})
+        configs = _figure2_configs(args.samples, datasets, args.seed)
         configs, trials = step_size.resolve_step_sizes(configs, "auto", runs_dir=args.runs_dir, data_dir=args.data_dir)
-        done = train_many(configs, args.runs_dir, args.data_dir, executor=args.executor)
-        for run in done:
-            export_run(run.path, args.out)
+        grow_figure2(configs, stages, args.out, args.runs_dir, args.data_dir, args.executor)
     else:
         budget = {"aevb": args.samples, "wake-sleep": args.samples, "mcem": args.mcem_samples}
         configs = figure3.figure3_configs(samples_budget=budget, device="cpu", seed=args.seed)
@@ -142,9 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if trials is not None:
         trials.to_csv(args.out / "step_size_trials.csv", index=False)
     command = " ".join(sys.argv[1:] if argv is None else argv)
-    meta = {**_machine(), "command": f"python -m vaelib.experiments.measured {command}",
-            "wall_seconds": round(time.time() - started, 1)}
-    (args.out / "README.json").write_text(json.dumps(meta, indent=2) + "\n")
+    # Every call that added to the folder, in order (a measurement may take several, e.g. one per data set).
+    meta_file = args.out / "README.json"
+    calls = json.loads(meta_file.read_text()).get("calls", []) if meta_file.is_file() else []
+    calls.append({**_machine(), "command": f"python -m vaelib.experiments.measured {command}",
+                  "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "wall_seconds": round(time.time() - started, 1)})
+    write_text_atomic(meta_file, json.dumps({"calls": calls}, indent=2) + "\n")
     print(json.dumps({**describe(args.out), "out": str(args.out)}, indent=2))
     return 0
 
