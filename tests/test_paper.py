@@ -229,3 +229,29 @@ def test_findings_report_the_orderings_in_the_table() -> None:
     text = " ".join(figure2.figure2_findings(df))
     assert "for Nz in [2] but not for Nz in [5]" in text
     assert "below the best Nz (Nz=2)" in text
+
+
+def test_a_decoder_that_ignores_z_scores_the_pixelwise_gaussian() -> None:
+    # Chapter 7 explains wake-sleep's Frey Face plateau by this equality: a VAE whose decoder is constant
+    # (the per-pixel training mean and variance) and whose encoder outputs the prior has KL = 0, and its
+    # ELBO is the pixelwise Gaussian's log-density, computed here independently by evaluate_elbo.
+    from vaelib.evaluate import evaluate_elbo
+    from vaelib.models import build_model
+
+    data = _tiny_dataset(n_train=60, n_test=30)
+    config = RunConfig(dataset="freyface", latent_dim=3, hidden_dim=8)
+    model = build_model(config, (1, 28, 20))
+    x_train = torch.cat(list(data.split_batches("train", 100))).double()
+    loc, var = x_train.mean(0), x_train.var(0, unbiased=False)
+    last_decoder, last_encoder = model.decoder[-1], [m for m in model.encoder.modules()
+                                                     if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        for layer in (last_decoder, last_encoder):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        last_decoder.bias.copy_(torch.cat([torch.logit(loc), torch.log(var)]).float())
+    bound = evaluate_elbo(model, data.split_batches("test", 100))
+    expected = figure2.pixelwise_gaussian(data)
+    assert bound["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert bound["elbo"] == pytest.approx(expected["test"], rel=1e-5)
+    assert expected["train"] > expected["test"]  # fitted on the training frames

@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..config import DATASET_LABELS, METHOD_LABELS, METHODS, ConfigError, RunConfig, check_ints
-from ..data import FREYFACE_TEST_SIZE, train_set_size
+from ..data import FREYFACE_TEST_SIZE, Dataset, train_set_size
+from ..evaluate import ACTIVE_UNIT_THRESHOLD, EVAL_SEED, kl_per_dimension, seeded, unit_activity
 from ..executors import Executor, train_many
+from ..runs import Run
 from .settings import (
     FIG2_LATENT_DIMS,
     PAPER_INIT_STD,
@@ -226,3 +229,36 @@ def records(df: pd.DataFrame) -> Iterable[dict[str, Any]]:
         yield {"key": f"{dataset}_{method}_test_elbo_best_nz", "value": float(best["elbo"]), "unit": "nats",
                "estimator": f"ELBO, SGVB estimator B, L=1, {held_out}",
                "note": f"best over Nz (Nz={int(best['latent_dim'])}) after {samples:,.0f} training samples"}
+
+
+def pixelwise_gaussian(dataset: Dataset) -> dict[str, float]:
+    """The best model that ignores z: a Gaussian per pixel, its mean and variance fitted by maximum likelihood
+    to the training frames, scored on [0, 1] like the Frey Face decoder (nats per frame, mean over frames;
+    a density, so positive). A VAE's ELBO that sits at its test value has a decoder that does not use z."""
+    x_train, x_test = (torch.cat(list(dataset.split_batches(s, 1000))).double() for s in ("train", "test"))
+    loc, var = x_train.mean(0), x_train.var(0, unbiased=False)
+
+    def log_density(x: torch.Tensor) -> float:
+        return float((-0.5 * ((x - loc) ** 2 / var + torch.log(2 * math.pi * var))).sum(1).mean())
+
+    return {"train": log_density(x_train), "test": log_density(x_test)}
+
+
+@torch.no_grad()
+def uses_of_z(run: Run, dataset: Dataset, n_z: int = 500, seed: int = EVAL_SEED) -> dict[str, float]:
+    """How much a trained model's decoder and encoder use the latent code, on the test split.
+
+    decoder_spread: the standard deviation across z ~ p(z) of the decoder's mean image, averaged over pixels
+    (units of the [0, 1] pixel scale); data_spread: the same across the test frames, for scale. kl: mean
+    KL(q(z|x) || p(z)) in nats per frame, summed over dimensions; active_units: Burda et al.'s count
+    (Cov_x E_q[z_j] > 0.01). A decoder whose spread is a small fraction of the data's ignores z."""
+    model = run.model.eval()
+    with seeded(seed):
+        z = torch.randn(n_z, model.latent_dim)
+    means = model.decode_mean(z.to(next(model.parameters()).device)).double().cpu()
+    x_test = torch.cat(list(dataset.split_batches("test", 1000))).double()
+    kl = kl_per_dimension(model, dataset)
+    activity = unit_activity(model, dataset)
+    return {"decoder_spread": float(means.std(0).mean()), "data_spread": float(x_test.std(0).mean()),
+            "kl": float(np.sum(kl)), "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
+            "latent_dim": model.latent_dim}
