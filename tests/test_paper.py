@@ -255,3 +255,51 @@ def test_a_decoder_that_ignores_z_scores_the_pixelwise_gaussian() -> None:
     assert bound["kl"] == pytest.approx(0.0, abs=1e-6)
     assert bound["elbo"] == pytest.approx(expected["test"], rel=1e-5)
     assert expected["train"] > expected["test"]  # fitted on the training frames
+
+
+def _fig2_table(ends: dict[int, tuple[float, float]]) -> pd.DataFrame:
+    """AEVB only: for each Nz its final (train, test) ELBO, reached linearly over three epochs."""
+    rows = []
+    for latent_dim, (train_end, test_end) in ends.items():
+        for epoch in (1, 2, 3):
+            for split, end in (("train", train_end), ("test", test_end)):
+                rows.append({"dataset": "freyface", "method": "aevb", "latent_dim": latent_dim, "epoch": epoch,
+                             "samples_seen": 1000 * epoch, "split": split, "elbo": end * epoch / 3})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("ends, wording", [
+    ({2: (500.0, 490.0), 20: (560.0, 520.0)}, "gap grows with Nz"),     # gap 10 -> 40 nats
+    ({2: (500.0, 470.0), 20: (530.0, 505.0)}, "gap does not grow with Nz"),  # gap 30 -> 25 nats
+])
+def test_the_gap_sentence_follows_the_gaps(ends, wording) -> None:
+    text = " ".join(figure2.figure2_findings(_fig2_table(ends)))
+    assert wording in text
+    gaps = {z: train - test for z, (train, test) in ends.items()}
+    assert f"{gaps[2]:.1f} nats at Nz=2, {gaps[20]:.1f} at Nz=20" in text
+
+
+@pytest.mark.parametrize("ws_elbo, ws_spread, verdict", [(558.9, 0.001, "its decoder ignores z"),
+                                                         (590.0, 0.05, "every run uses z")])
+def test_z_usage_findings_on_both_sides(ws_elbo, ws_spread, verdict) -> None:
+    table = pd.DataFrame([
+        {"method": "AEVB", "Nz": 2, "test ELBO": 700.0, "decoder spread over z": 0.06, "KL (nats)": 9.0,
+         "active units": 2},
+        {"method": "Wake-Sleep", "Nz": 2, "test ELBO": ws_elbo, "decoder spread over z": ws_spread,
+         "KL (nats)": 0.01 if ws_spread < 0.01 else 5.0, "active units": 0},
+        {"method": "no z (pixelwise Gaussian)", "Nz": 0, "test ELBO": 558.3, "decoder spread over z": 0.0,
+         "KL (nats)": 0.0, "active units": 0}])
+    sentences = figure2.z_usage_findings(table, data_spread=0.1)
+    assert "558.3 nats" in sentences[0]
+    assert sentences[1].startswith("AEVB: every run uses z")
+    assert sentences[2].startswith("Wake-Sleep") and verdict in sentences[2]
+
+
+def test_budget_table_has_one_row_per_data_set_and_method() -> None:
+    configs = (figure2.figure2_configs("binarized-mnist", None, 3.6e5)
+               + figure2.figure2_configs("freyface", None, 5e5))
+    table = figure2.budget_table(configs)
+    assert len(table) == 4 and len(configs) == 18
+    assert table.loc[("MNIST", "AEVB"), "latent sizes Nz"] == "3, 5, 10, 20, 200"
+    assert table.loc[("MNIST", "AEVB"), "epochs"] == "6"
+    assert table.loc[("Frey Face", "Wake-Sleep"), "samples per run"] == f"{319 * 1572:,}"

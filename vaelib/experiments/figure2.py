@@ -82,6 +82,21 @@ def describe_configs(configs: Sequence[RunConfig]) -> pd.DataFrame:
                      "weight_decay": c.weight_decay, "run": c.run_name()})
     return pd.DataFrame(rows)
 
+def budget_table(configs: Sequence[RunConfig]) -> pd.DataFrame:
+    """One row per data set and method: its latent sizes, epochs, training samples and Adagrad step size,
+    in words (the short form of `describe_configs`, for a page)."""
+    table = describe_configs(configs)
+    rows = []
+    for (dataset, method), part in table.groupby(["dataset", "method"], sort=False):
+        rows.append({"data set": DATASET_LABELS.get(dataset, dataset), "method": METHOD_LABELS.get(method, method),
+                     "latent sizes Nz": ", ".join(str(z) for z in part["latent_dim"]),
+                     "training points": f"{part['train_size'].iloc[0]:,}",
+                     "epochs": ", ".join(f"{e:,}" for e in sorted(set(part["epochs"]))),
+                     "samples per run": ", ".join(f"{s:,.0f}" for s in sorted(set(part["samples"]))),
+                     "step size": ", ".join(f"{lr:g}" for lr in sorted(set(part["lr"])))})
+    return pd.DataFrame(rows).set_index(["data set", "method"])
+
+
 def budget_sentence(configs: Sequence[RunConfig], paper_samples: float = PAPER_SAMPLES) -> str:
     """How many training samples this page's runs evaluated, against the paper's, as one sentence."""
     table = describe_configs(configs)
@@ -211,11 +226,14 @@ def figure2_findings(df: pd.DataFrame, tolerance: float = 1.0) -> list[str]:
             else:
                 verdict = (f"{best['aevb_test'] - largest['aevb_test']:.1f} nats below the best Nz "
                            f"(Nz={int(best['latent_dim'])}): at this budget the extra dimensions cost something")
+            grows = largest["aevb_gap"] > smallest["aevb_gap"] + tolerance
+            gap = ("grows with Nz, so the larger latent space fits the training set more closely"
+                   if grows else "does not grow with Nz")
             sentences.append(
                 f"{name}: with the largest Nz={int(largest['latent_dim'])}, AEVB's final test ELBO is "
-                f"{largest['aevb_test']:.1f} nats, {verdict}. AEVB's train - test gap is "
-                f"{largest['aevb_gap']:.1f} nats there against {smallest['aevb_gap']:.1f} at "
-                f"Nz={int(smallest['latent_dim'])}.")
+                f"{largest['aevb_test']:.1f} nats, {verdict}. AEVB's train - test gap {gap}: "
+                f"{smallest['aevb_gap']:.1f} nats at Nz={int(smallest['latent_dim'])}, "
+                f"{largest['aevb_gap']:.1f} at Nz={int(largest['latent_dim'])}.")
     return sentences
 
 
@@ -262,3 +280,46 @@ def uses_of_z(run: Run, dataset: Dataset, n_z: int = 500, seed: int = EVAL_SEED)
     return {"decoder_spread": float(means.std(0).mean()), "data_spread": float(x_test.std(0).mean()),
             "kl": float(np.sum(kl)), "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
             "latent_dim": model.latent_dim}
+
+
+def z_usage_table(runs: Sequence[Run], dataset: Dataset) -> pd.DataFrame:
+    """`uses_of_z` of every run beside its final test ELBO (nats per datapoint), one row per run, and the
+    pixelwise Gaussian's test score on the same frames as the row "no z (pixelwise Gaussian)"."""
+    rows = []
+    for run in runs:
+        test = run.history["test_elbo"].dropna()
+        rows.append({"method": METHOD_LABELS.get(run.config.method, run.config.method), "Nz": run.config.latent_dim,
+                     "test ELBO": float(test.iloc[-1]), **uses_of_z(run, dataset)})
+    rows.append({"method": "no z (pixelwise Gaussian)", "Nz": 0, "test ELBO": pixelwise_gaussian(dataset)["test"],
+                 "decoder_spread": 0.0, "kl": 0.0, "active_units": 0})
+    table = pd.DataFrame(rows).drop(columns=["latent_dim", "data_spread"], errors="ignore")
+    return table.rename(columns={"decoder_spread": "decoder spread over z", "kl": "KL (nats)",
+                                 "active_units": "active units"})
+
+
+def z_usage_findings(table: pd.DataFrame, data_spread: float, tolerance: float = 2.0) -> list[str]:
+    """Sentences on a `z_usage_table`: which runs score within `tolerance` nats of the pixelwise Gaussian
+    with a decoder spread under a tenth of the data's (`data_spread`): those decoders ignore z."""
+    baseline = float(table.loc[table["method"] == "no z (pixelwise Gaussian)", "test ELBO"].iloc[0])
+    models = table[table["method"] != "no z (pixelwise Gaussian)"]
+    ignoring = models[((models["test ELBO"] - baseline).abs() <= tolerance)
+                      & (models["decoder spread over z"] < data_spread / 10)]
+    sentences = [f"The best model that ignores z, a Gaussian per pixel fitted to the training frames, scores "
+                 f"{baseline:.1f} nats per test frame."]
+    for method, part in models.groupby("method", sort=False):
+        hit = ignoring[ignoring["method"] == method]
+        if len(hit) == len(part):
+            ends = ", ".join(f"Nz={nz}: {elbo:.1f}" for nz, elbo in zip(part["Nz"], part["test ELBO"], strict=True))
+            spread = part["decoder spread over z"].max()
+            sentences.append(
+                f"{method}: every run ends within {tolerance:.0f} nats of it ({ends}) with KL(q || p) of at most "
+                f"{part['KL (nats)'].max():.2f} nats and a decoder whose mean image varies across z by at most "
+                f"{spread:.4f} (the frames vary by {data_spread:.3f}): its decoder ignores z.")
+        elif len(hit):
+            sentences.append(f"{method}: the runs with Nz in {hit['Nz'].tolist()} ignore z in the same way; "
+                             f"the others use it.")
+        else:
+            sentences.append(f"{method}: every run uses z: KL(q || p) of {part['KL (nats)'].min():.1f} to "
+                             f"{part['KL (nats)'].max():.1f} nats, {part['test ELBO'].min() - baseline:+.1f} to "
+                             f"{part['test ELBO'].max() - baseline:+.1f} nats against the pixelwise Gaussian.")
+    return sentences
