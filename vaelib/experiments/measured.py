@@ -38,6 +38,8 @@ from .settings import FIG2_LATENT_DIMS, FIG3_EVAL_POINTS, epochs_for_samples
 
 CONFIG_FILE, HISTORY_FILE = "config.json", runs.HISTORY_FILE
 FIG3_TABLE = "marginal_likelihood.csv"
+# The measurements chapters 7 and 8 draw (folders of book/measured/, each with its README.md).
+FIGURE2, FIGURE3 = "cpu-2core/figure2", "cpu-2core/figure3"
 
 
 def measured_dir(name: str) -> Path:
@@ -87,6 +89,13 @@ def describe(folder: str | os.PathLike) -> dict:
     return {"runs": len(found), "max_samples": max((int(h["samples_seen"].max()) for _, h in found), default=0),
             "train_seconds": float(sum(h["seconds"].sum() for _, h in found)),
             "wall_seconds": float(sum(c.get("wall_seconds", 0) for c in calls)), "calls": calls}
+
+
+def label(name: str) -> str:
+    """How a figure names the measured runs of `book/measured/<name>`: their largest budget and machine."""
+    summary = describe(measured_dir(name))
+    machine = summary["calls"][-1]["machine"] if summary["calls"] else "unknown machine"
+    return f"measured to {summary['max_samples']:.0e} samples ({machine})".replace("e+0", "e")
 
 
 def _figure2_configs(samples: float, datasets: Sequence[str], seed: int) -> list[RunConfig]:
