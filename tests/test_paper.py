@@ -303,3 +303,26 @@ def test_budget_table_has_one_row_per_data_set_and_method() -> None:
     assert table.loc[("MNIST", "AEVB"), "latent sizes Nz"] == "3, 5, 10, 20, 200"
     assert table.loc[("MNIST", "AEVB"), "epochs"] == "6"
     assert table.loc[("Frey Face", "Wake-Sleep"), "samples per run"] == f"{319 * 1572:,}"
+
+
+@pytest.mark.parametrize("aevb_fast", [True, False])
+def test_race_findings_on_samples_and_seconds(aevb_fast: bool) -> None:
+    # MCEM: 4 s per 1,000 samples, ends at -145 after 5,000. AEVB: 0.1 s per 1,000 samples, rising.
+    rows = []
+    for method, seconds_per_k, curve in (("mcem", 4.0, {1000: -160.0, 5000: -145.0}),
+                                         ("aevb", 0.1, {1000: -170.0, 5000: -150.0, 200_000: -140.0 if aevb_fast
+                                                        else -148.0})):
+        for samples, value in curve.items():
+            rows.append({"method": method, "train_size": 50_000, "split": "test", "estimator": "is",
+                         "samples_seen": samples, "train_seconds": seconds_per_k * samples / 1000,
+                         "log_likelihood": value})
+    text = " ".join(figure3.race_findings(pd.DataFrame(rows)))
+    assert "MCEM is ahead of AEVB at the same 5,000 samples (AEVB: -150.0, -5.0)" in text
+    # 20 s of MCEM training buy AEVB its 200,000-sample point (20 s).
+    if aevb_fast:
+        assert "MCEM is behind AEVB at the same 20 s of training (AEVB: -140.0, +5.0)" in text
+        assert "is -140.0, above MCEM's" in text
+    else:
+        assert "MCEM is ahead of AEVB at the same 20 s of training (AEVB: -148.0, -3.0)" in text
+        assert "below MCEM's" in text
+    assert "costs MCEM 40 times" in text

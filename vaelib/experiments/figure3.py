@@ -282,6 +282,44 @@ def figure3_findings(df: pd.DataFrame, estimator: str = "is") -> list[str]:
                                  f"({peak:.1f}, last {last:.1f}) within this budget.")
     return sentences
 
+def _versus(end: pd.Series, rows: pd.DataFrame, name: str, what: str) -> str:
+    if rows.empty:
+        return f"{name} has no estimate at or before {what}"
+    value = float(rows["log_likelihood"].iloc[-1])
+    side = "ahead of" if end["log_likelihood"] > value else "behind"
+    return f"MCEM is {side} {name} at {what} ({name}: {value:.1f}, {value - end['log_likelihood']:+.1f})"
+
+
+def race_findings(df: pd.DataFrame, estimator: str = "is", split: str = "test", rival: str = "aevb") -> list[str]:
+    """Sentences, computed from the table, on MCEM against `rival` per training-set size, on the paper's
+    axis (training samples) and on wall time: where MCEM's last estimate stands against `rival` after the
+    same number of samples and after the same training seconds, and what a sample costs each of them.
+    Estimates are means over the evaluated points, nats per datapoint; "ahead" means higher."""
+    data = df[(df["estimator"] == estimator) & (df["split"] == split)]
+    sentences = []
+    for n, part in data.groupby("train_size"):
+        mcem = part[part["method"] == "mcem"].sort_values("samples_seen")
+        other = part[part["method"] == rival].sort_values("samples_seen")
+        if mcem.empty or other.empty:
+            continue
+        end = mcem.iloc[-1]
+        name = METHOD_LABELS[rival]
+
+        same_samples = _versus(end, other[other["samples_seen"] <= end["samples_seen"]], name,
+                               f"the same {end['samples_seen']:,.0f} samples")
+        same_time = _versus(end, other[other["train_seconds"] <= end["train_seconds"]], name,
+                            f"the same {end['train_seconds']:,.0f} s of training")
+        last = other.iloc[-1]
+        cost = (end["train_seconds"] / end["samples_seen"]) / (last["train_seconds"] / last["samples_seen"])
+        final = "above" if last["log_likelihood"] > end["log_likelihood"] else "below"
+        sentences.append(
+            f"N_train = {n:,} ({split}): MCEM ends at {end['log_likelihood']:.1f} nats after "
+            f"{end['samples_seen']:,.0f} samples. {same_samples}; {same_time}. {name}'s last estimate, after "
+            f"{last['samples_seen']:,.0f} samples and {last['train_seconds']:,.0f} s, is {last['log_likelihood']:.1f}, "
+            f"{final} MCEM's. One training sample costs MCEM {cost:.0f} times what it costs {name} here.")
+    return sentences
+
+
 def compare_estimators(df: pd.DataFrame, estimators: Sequence[str] = ("is", "hmc-is", "paper")) -> pd.DataFrame:
     """One row per (method, train_size, split, epoch) where all `estimators` were computed: each one's mean
     and median over the points (nats per datapoint), and each mean minus the first estimator's mean."""
