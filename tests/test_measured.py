@@ -83,3 +83,16 @@ def test_an_unknown_data_set_is_refused_before_training(tmp_path) -> None:
         measured.main(["figure2", "--datasets", "frey-face", "--out", str(tmp_path / "m"),
                        "--runs-dir", str(tmp_path / "cache")])
     assert not (tmp_path / "cache").exists()
+
+
+def test_paper_cost_scales_measured_seconds_to_the_paper_budget(tiny_frey, tmp_path, monkeypatch) -> None:
+    configs = figure2.figure2_configs("freyface", [2], samples_budget=120, methods=("aevb",), train_size=40,
+                                      hidden_dim=8, device="cpu")
+    out = tmp_path / "book" / "measured" / "m"
+    grow_figure2(configs, [120], out, tmp_path / "cache", None, "inprocess")
+    monkeypatch.setattr(measured, "measured_dir", lambda name: tmp_path / "book" / "measured" / name)
+    (config, history), = measured.load_measured(out)
+    cost = measured.paper_cost(["m"], paper_samples=1e8)
+    seconds = history["seconds"].sum()
+    assert cost["core_hours"].iloc[0] == pytest.approx(seconds / 120 * 1e8 / 3600)
+    assert cost["us_per_sample"].iloc[0] == pytest.approx(seconds / 120 * 1e6)

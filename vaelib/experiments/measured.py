@@ -34,7 +34,7 @@ from ..executors import as_executor, map_jobs
 from ..io import write_text_atomic
 from ..train import fit
 from . import figure2, figure3, step_size
-from .settings import FIG2_LATENT_DIMS, FIG3_EVAL_POINTS, epochs_for_samples
+from .settings import FIG2_LATENT_DIMS, FIG3_EVAL_POINTS, PAPER_SAMPLES, epochs_for_samples
 
 CONFIG_FILE, HISTORY_FILE = "config.json", runs.HISTORY_FILE
 FIG3_TABLE = "marginal_likelihood.csv"
@@ -98,6 +98,24 @@ def label(name: str) -> str:
     return f"measured to {summary['max_samples']:.0e} samples ({machine})".replace("e+0", "e")
 
 
+def paper_cost(folders: Sequence[str] = (FIGURE2, FIGURE3), paper_samples: float = PAPER_SAMPLES,
+               mcem_samples: float = 1e7) -> pd.DataFrame:
+    """What the `paper` profile's runs of chapters 7 and 8 cost on the machine that measured `folders`: per
+    measured run, its training seconds per sample (from history.csv, one thread per run) times the paper
+    profile's budget (10^8 samples; MCEM: `mcem_samples`), in core-hours. Estimation time is not included."""
+    rows = []
+    for name in folders:
+        for config, history in load_measured(measured_dir(name)):
+            per_sample = float(history["seconds"].sum()) / float(history["samples_seen"].max())
+            budget = mcem_samples if config.method == "mcem" else paper_samples
+            n_train = train_set_size(config.dataset, config.train_size)
+            rows.append({"measurement": name, "dataset": config.dataset, "method": config.method,
+                         "latent_dim": config.latent_dim, "train_size": n_train,
+                         "us_per_sample": 1e6 * per_sample, "paper_samples": budget,
+                         "core_hours": per_sample * budget / 3600})
+    return pd.DataFrame(rows)
+
+
 def _figure2_configs(samples: float, datasets: Sequence[str], seed: int) -> list[RunConfig]:
     return [c for dataset in datasets for c in figure2.figure2_configs(dataset, None, samples, seed=seed, device="cpu")]
 
@@ -151,18 +169,28 @@ def _machine() -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaelib.experiments.measured", description=__doc__.split("\n\n")[0])
-    parser.add_argument("figure", choices=["figure2", "figure3"], help="which figure's runs to train and keep")
+    parser.add_argument("figure", choices=["figure2", "figure3", "cost"],
+                        help="which figure's runs to train and keep; cost: the paper profile's training cost "
+                        "estimated from the measured runs")
     parser.add_argument("--samples", type=float, default=1e7, help="training samples per run (the paper: 1e8)")
     parser.add_argument("--stages", default="", help="figure2: comma-separated smaller budgets to bring every run "
                         "to first, e.g. 1e6,3e6 (then --samples)")
     parser.add_argument("--datasets", default="binarized-mnist,freyface", help="figure2: data sets, comma-separated")
     parser.add_argument("--mcem-samples", type=float, default=2e5, help="figure3: training samples of the MCEM runs")
-    parser.add_argument("--out", type=Path, required=True, help="folder to copy config.json and history.csv into")
+    parser.add_argument("--out", type=Path, help="folder to copy config.json and history.csv into")
     parser.add_argument("--runs-dir", type=Path, default=None, help="the run cache (default: vaelib.paths.runs_dir)")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--executor", default=None, help="inprocess | local:N | slurm | submitit-local")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.figure == "cost":
+        table = paper_cost()
+        print(table.round(2).to_string(index=False))
+        print(f"total: {table['core_hours'].sum():.1f} core-hours for {len(table)} runs; the longest run "
+              f"{table['core_hours'].max():.1f} h")
+        return 0
+    if args.out is None:
+        parser.error(f"{args.figure} needs --out: the folder to keep the runs' records in")
     started = time.time()
     if args.figure == "figure2":
         datasets = [d for d in args.datasets.split(",") if d]
