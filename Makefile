@@ -2,7 +2,7 @@
 #   make setup                 .venv with PyTorch and vaelib[notebooks,dev] (once; fast afterwards)
 #   make test                  setup, data, pytest (PYTEST_FLAGS="-m 'not book'" passes flags on)
 #   make book [PROFILE=quick]  setup, data, execute the notebooks and render book/_build/html
-#                              (REPORT_FLAGS="--only 03_mnist" re-executes one chapter)
+#                              (REPORT_FLAGS="--only 03_mnist" re-executes one chapter; JOBS=1 one at a time)
 #   make pdf  [PROFILE=quick]  the same, then book/_build/pdf/book.pdf
 #   make lint | bench | clean-build
 
@@ -10,6 +10,9 @@ PYTHON ?= .venv/bin/python
 PROFILE ?= default
 # Extra flags for `python -m vaelib.report build`, e.g. --only 03_mnist or --skip-execute.
 REPORT_FLAGS ?=
+# Notebooks executed side by side, each with its share of the cores: on 2 cores, two notebooks with one
+# thread each finish the book sooner than one after another with two threads (book/rerun.md).
+JOBS ?= 2
 # Extra flags for pytest in `make test`, e.g. -m "not book", or CI's live log of the quick build's progress.
 PYTEST_FLAGS ?=
 VENV := $(patsubst %/bin/python,%,$(PYTHON))
@@ -52,10 +55,10 @@ test: setup data
 	$(PYTHON) -m pytest -q $(PYTEST_FLAGS)
 
 book: setup data
-	$(PYTHON) -m vaelib.report build --profile $(PROFILE) $(REPORT_FLAGS)
+	$(PYTHON) -m vaelib.report build --profile $(PROFILE) --jobs $(JOBS) $(REPORT_FLAGS)
 
 pdf: setup data
-	$(PYTHON) -m vaelib.report build --profile $(PROFILE) --pdf $(REPORT_FLAGS)
+	$(PYTHON) -m vaelib.report build --profile $(PROFILE) --jobs $(JOBS) --pdf $(REPORT_FLAGS)
 
 lint: setup
 	$(PYTHON) -m ruff check .

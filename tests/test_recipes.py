@@ -51,7 +51,9 @@ RECIPES = {
     "make test": "(CI runs it: .ci/run)",
     "make book PROFILE=quick": "test_make_targets_run_the_documented_build_commands",
     "make pdf": "test_make_targets_run_the_documented_build_commands",
-    "python -m vaelib.report build --profile default": "test_make_targets_run_the_documented_build_commands",
+    "python -m vaelib.report build --profile default --jobs 2": "test_make_targets_run_the_documented_build_commands",
+    "python -m vaelib.report build --profile paper --executor slurm":
+        "(needs a Slurm cluster; its code path runs in test_executors.py through submitit-local)",
     BUILD_ONE: "test_one_chapter_is_rebuilt_as_the_recipe_says",
     CLI_TRAIN: "test_the_command_line_recipe_trains_evaluates_samples_and_resumes",
     CLI_EVALUATE: "test_the_command_line_recipe_trains_evaluates_samples_and_resumes",
@@ -64,6 +66,7 @@ RECIPES = {
 # Commands written inline in the prose, each run by the test named.
 INLINE = {
     'make book REPORT_FLAGS="--only 03_mnist"': "test_make_targets_run_the_documented_build_commands",
+    "make book JOBS=1": "test_make_targets_run_the_documented_build_commands",
     "python -m vaelib train --help": "test_train_help_lists_every_option",
     "papermill --help-notebook 05_latent_dimension.ipynb": "test_help_notebook_lists_every_parameter_with_its_comment",
 }
@@ -217,10 +220,12 @@ def _make_dry_run(*args: str) -> str:
 
 def test_make_targets_run_the_documented_build_commands() -> None:
     python = "-m vaelib.report build"
-    assert _make_dry_run("book").endswith(f"{python} --profile default")
-    assert _make_dry_run("book", "PROFILE=quick").endswith(f"{python} --profile quick")
-    assert _make_dry_run("pdf").endswith(f"{python} --profile default --pdf")
-    assert _make_dry_run("book", "REPORT_FLAGS=--only 03_mnist").endswith(f"{python} --profile default --only 03_mnist")
+    assert _make_dry_run("book").endswith(f"{python} --profile default --jobs 2")
+    assert _make_dry_run("book", "PROFILE=quick").endswith(f"{python} --profile quick --jobs 2")
+    assert _make_dry_run("book", "JOBS=1").endswith(f"{python} --profile default --jobs 1")
+    assert _make_dry_run("pdf").endswith(f"{python} --profile default --jobs 2 --pdf")
+    assert _make_dry_run("book", "REPORT_FLAGS=--only 03_mnist").endswith(
+        f"{python} --profile default --jobs 2 --only 03_mnist")
 
 
 @pytest.mark.slow
