@@ -15,10 +15,12 @@ nothing of figures or the book (checked by tests/test_layout.py):
     runs                run directories, the run cache, its lock and its code version
     evaluate            the one home of evaluation: seeded streams, ELBO, log p(x), unit statistics, cache
     train               fit, fit_or_load, optimizers, schedules
+    executors           train_many and map_jobs: in process, a local pool, Slurm through submitit
     literature          every published number compared against
     experiments         the chapters' drivers (Figs. 2 and 3, studies, step sizes, theory demos)
     figures             every plot, one style, no pyplot state; the JupyterLab explorer
     results             the book's headline numbers
-    book                profiles -> papermill -> Jupyter Book -> PDF
+    book                profiles -> papermill -> Jupyter Book -> PDF (profiles, parameters, engine, progress,
+                        execute, assemble, statistics, browser, build, notebook)
     __main__            `python -m vaelib train | evaluate | sample`, generated from RunConfig
 """
