@@ -98,6 +98,48 @@ def label(name: str) -> str:
     return f"measured to {summary['max_samples']:.0e} samples ({machine})".replace("e+0", "e")
 
 
+def write_readme(folder: str | os.PathLike) -> Path:
+    """README.md of a measured folder, from what it holds: the calls (machine, commit, command, wall time),
+    the runs and their reach, and the end points (nats per datapoint; Fig. 3: log p(x) estimates)."""
+    folder = Path(folder)
+    summary = describe(folder)
+    lines = [f"# Measured runs: {folder.parent.name}/{folder.name}", "",
+             "Made by `python -m vaelib.experiments.measured` (see its docstring); each run folder holds the run's "
+             "`config.json` and `history.csv` (one row per epoch, nats per datapoint, `seconds` = wall time of the "
+             "epoch's training on one thread), without checkpoints. Chapters 7 and 8 draw them.", "",
+             "| finished | machine | torch | commit | wall time | command |", "|---|---|---|---|---|---|"]
+    for call in summary["calls"]:
+        lines.append(f"| {call['finished']} | {call['machine']} | {call['torch']} | {call['commit']} | "
+                     f"{call['wall_seconds'] / 60:.1f} min | `{call['command']}` |")
+    lines += ["", f"{summary['runs']} runs, up to {summary['max_samples']:,} training samples each, "
+              f"{summary['train_seconds'] / 3600:.2f} h of training in all (the sum of `seconds`; two runs trained "
+              "at a time, one per core, so the wall time is about half). The machine was shared with other work "
+              "while these ran, so the seconds are upper bounds for an idle machine.", "",
+              "| data set | method | Nz | N train | samples | final train | final test |",
+              "|---|---|---|---|---|---|---|"]
+    for config, history in load_measured(folder):
+        train, test = history["train_elbo"].dropna(), history["test_elbo"].dropna()
+        n_train = train_set_size(config.dataset, config.train_size)
+        lines.append(f"| {config.dataset} | {config.method} | {config.latent_dim} | {n_train:,} | "
+                     f"{int(history['samples_seen'].max()):,} | {train.iloc[-1]:.2f} | {test.iloc[-1]:.2f} |")
+    lines.append("")
+    lines.append("Final train and test: the ELBO (estimator B, L = 1, nats per datapoint) of the last epoch; train is "
+                 "the running mean over that epoch's minibatches.")
+    table = load_figure3(folder)
+    if not table.empty:
+        last = (table.sort_values("samples_seen").groupby(["train_size", "method", "split", "estimator"]).last()
+                .reset_index())
+        lines += ["", "log p(x) at the last stage (`marginal_likelihood.csv`; mean over the points, ± one standard "
+                  "error):", "", "| N train | method | split | estimator | samples | log p(x) |",
+                  "|---|---|---|---|---|---|"]
+        for r in last.itertuples():
+            lines.append(f"| {r.train_size:,} | {r.method} | {r.split} | {r.estimator} (k={r.k}) | "
+                         f"{r.samples_seen:,} | {r.log_likelihood:.2f} ± {r.sem:.2f} |")
+    path = folder / "README.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
 def paper_cost(folders: Sequence[str] = (FIGURE2, FIGURE3), paper_samples: float = PAPER_SAMPLES,
                mcem_samples: float = 1e7) -> pd.DataFrame:
     """What the `paper` profile's runs of chapters 7 and 8 cost on the machine that measured `folders`: per
@@ -223,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   "wall_seconds": round(time.time() - started, 1)})
     write_text_atomic(meta_file, json.dumps({"calls": calls}, indent=2) + "\n")
+    write_readme(args.out)
     print(json.dumps({**describe(args.out), "out": str(args.out)}, indent=2))
     return 0
 
