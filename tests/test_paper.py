@@ -300,9 +300,12 @@ def test_budget_table_has_one_row_per_data_set_and_method() -> None:
                + figure2.figure2_configs("freyface", None, 5e5))
     table = figure2.budget_table(configs)
     assert len(table) == 4 and len(configs) == 18
-    assert table.loc[("MNIST", "AEVB"), "latent sizes Nz"] == "3, 5, 10, 20, 200"
-    assert table.loc[("MNIST", "AEVB"), "epochs"] == "6"
-    assert table.loc[("Frey Face", "Wake-Sleep"), "samples per run"] == f"{319 * 1572:,}"
+    assert table.loc[("MNIST", "AEVB", "60,000"), "latent sizes Nz"] == "3, 5, 10, 20, 200"
+    assert table.loc[("MNIST", "AEVB", "60,000"), "epochs"] == "6"
+    assert table.loc[("Frey Face", "Wake-Sleep", "1,572"), "samples per run"] == f"{319 * 1572:,}"
+    fig3 = figure2.budget_table(figure3.figure3_configs([1000, 50_000], ["aevb", "mcem"], {"aevb": 1e6, "mcem": 5e4}))
+    assert len(fig3) == 4  # one row per training-set size, not one per method
+    assert fig3.loc[("MNIST", "MCEM", "1,000"), "epochs"] == "50"
 
 
 @pytest.mark.parametrize("aevb_fast", [True, False])
@@ -326,3 +329,16 @@ def test_race_findings_on_samples_and_seconds(aevb_fast: bool) -> None:
         assert "MCEM is ahead of AEVB at the same 20 s of training (AEVB: -148.0, -3.0)" in text
         assert "below MCEM's" in text
     assert "costs MCEM 40 times" in text
+
+
+def test_trials_table_marks_divergence_and_the_choice() -> None:
+    trials = pd.DataFrame([
+        {"dataset": "binarized-mnist", "method": "aevb", "lr": 0.01, "score": -210.0, "chosen": False},
+        {"dataset": "binarized-mnist", "method": "aevb", "lr": 0.02, "score": -200.0, "chosen": True},
+        {"dataset": "binarized-mnist", "method": "aevb", "lr": 0.1, "score": -197_943_104.0, "chosen": False},
+        {"dataset": "freyface", "method": "aevb", "lr": 0.01, "score": 560.0, "chosen": True},
+        {"dataset": "freyface", "method": "aevb", "lr": 0.02, "score": -math.inf, "chosen": False},
+        {"dataset": "freyface", "method": "aevb", "lr": 0.1, "score": 300.0, "chosen": False}])
+    table = step_size.trials_table(trials)
+    assert table.loc[("binarized-mnist", "aevb")].tolist() == ["-210.0", "-200.0 *", "diverged"]
+    assert table.loc[("freyface", "aevb")].tolist() == ["560.0 *", "diverged", "300.0"]

@@ -83,18 +83,17 @@ def describe_configs(configs: Sequence[RunConfig]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 def budget_table(configs: Sequence[RunConfig]) -> pd.DataFrame:
-    """One row per data set and method: its latent sizes, epochs, training samples and Adagrad step size,
-    in words (the short form of `describe_configs`, for a page)."""
+    """One row per data set, method and training-set size: its latent sizes, epochs, training samples and
+    Adagrad step size, in words (the short form of `describe_configs`, for a page)."""
     table = describe_configs(configs)
     rows = []
-    for (dataset, method), part in table.groupby(["dataset", "method"], sort=False):
+    for (dataset, method, n), part in table.groupby(["dataset", "method", "train_size"], sort=False):
         rows.append({"data set": DATASET_LABELS.get(dataset, dataset), "method": METHOD_LABELS.get(method, method),
-                     "latent sizes Nz": ", ".join(str(z) for z in part["latent_dim"]),
-                     "training points": f"{part['train_size'].iloc[0]:,}",
+                     "training points": f"{n:,}", "latent sizes Nz": ", ".join(str(z) for z in part["latent_dim"]),
                      "epochs": ", ".join(f"{e:,}" for e in sorted(set(part["epochs"]))),
                      "samples per run": ", ".join(f"{s:,.0f}" for s in sorted(set(part["samples"]))),
                      "step size": ", ".join(f"{lr:g}" for lr in sorted(set(part["lr"])))})
-    return pd.DataFrame(rows).set_index(["data set", "method"])
+    return pd.DataFrame(rows).set_index(["data set", "method", "training points"])
 
 
 def budget_sentence(configs: Sequence[RunConfig], paper_samples: float = PAPER_SAMPLES) -> str:

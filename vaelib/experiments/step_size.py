@@ -83,3 +83,22 @@ def resolve_step_sizes(configs: Sequence[RunConfig], lr: float | str | Mapping[s
     for i, c in zip(auto, chosen, strict=True):
         fixed[i] = c
     return fixed, trials
+
+
+def trials_table(trials: pd.DataFrame, index: Sequence[str] = ("dataset", "method")) -> pd.DataFrame:
+    """The step-size trials for a page: one row per `index` group, one column per candidate lr, each cell the
+    trial's score (nats per datapoint, one decimal), or "diverged" where the score is not finite or lies more
+    than ten times the best score's magnitude below it (a run whose bound ran off to -10^8 is not a number
+    a reader should compare), and the chosen lr marked with a star."""
+    rows = {}
+    for key, part in trials.groupby(list(index), sort=False):
+        best = part["score"].max()
+        row = {}
+        for r in part.itertuples():
+            diverged = not math.isfinite(r.score) or r.score < best - 10 * abs(best)
+            text = "diverged" if diverged else f"{r.score:,.1f}"
+            row[f"lr = {r.lr:g}"] = text + (" *" if r.chosen else "")
+        rows[key if isinstance(key, tuple) else (key,)] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = list(index)
+    return table
