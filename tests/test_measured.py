@@ -96,3 +96,36 @@ def test_paper_cost_scales_measured_seconds_to_the_paper_budget(tiny_frey, tmp_p
     seconds = history["seconds"].sum()
     assert cost["core_hours"].iloc[0] == pytest.approx(seconds / 120 * 1e8 / 3600)
     assert cost["us_per_sample"].iloc[0] == pytest.approx(seconds / 120 * 1e6)
+
+
+def test_a_measurement_stopped_between_stages_says_what_it_reached(tiny_frey, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(measured, "_figure2_configs", lambda samples, datasets, seed: figure2.figure2_configs(
+        "freyface", [2], samples, methods=("aevb",), train_size=40, hidden_dim=8, device="cpu"))
+    monkeypatch.setattr(measured.step_size, "resolve_step_sizes", lambda configs, *a, **k: (configs, None))
+    real_map_jobs, calls_made = measured.map_jobs, []
+
+    def stop_at_second_stage(*args, **kwargs):
+        calls_made.append(1)
+        if len(calls_made) == 2:
+            raise KeyboardInterrupt  # as the machine going away mid-stage
+        return real_map_jobs(*args, **kwargs)
+
+    monkeypatch.setattr(measured, "map_jobs", stop_at_second_stage)
+    with pytest.raises(KeyboardInterrupt):
+        measured.main(["figure2", "--datasets", "freyface", "--stages", "80", "--samples", "120",
+                       "--out", str(tmp_path / "m"), "--runs-dir", str(tmp_path / "cache"), "--executor", "inprocess"])
+    (call,) = json.loads((tmp_path / "m" / "README.json").read_text())["calls"]
+    assert call["reached"] == "80 samples per run"
+    assert measured.describe(tmp_path / "m")["max_samples"] == 80
+    assert "80 samples per run" in (tmp_path / "m" / "README.md").read_text()
+
+
+def test_step_size_trials_of_other_data_sets_are_kept(tmp_path) -> None:
+    frey = pd.DataFrame({"lr": [0.01, 0.02], "score": [1.0, 2.0], "dataset": "freyface", "chosen": [False, True]})
+    mnist = pd.DataFrame({"lr": [0.01], "score": [-3.0], "dataset": "binarized-mnist", "chosen": [True]})
+    measured._keep_trials(tmp_path, frey)
+    measured._keep_trials(tmp_path, mnist)
+    measured._keep_trials(tmp_path, mnist.assign(score=-2.0))  # a later call for MNIST replaces MNIST's rows
+    kept = pd.read_csv(tmp_path / measured.TRIALS_FILE)
+    assert sorted(kept["dataset"]) == ["binarized-mnist", "freyface", "freyface"]
+    assert kept.loc[kept["dataset"] == "binarized-mnist", "score"].tolist() == [-2.0]

@@ -22,7 +22,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +38,7 @@ from . import figure2, figure3, step_size
 from .settings import FIG2_LATENT_DIMS, FIG3_EVAL_POINTS, PAPER_SAMPLES, epochs_for_samples
 
 CONFIG_FILE, HISTORY_FILE = "config.json", runs.HISTORY_FILE
-FIG3_TABLE = "marginal_likelihood.csv"
+FIG3_TABLE, TRIALS_FILE = "marginal_likelihood.csv", "step_size_trials.csv"
 # The measurements chapters 7 and 8 draw (folders of book/measured/, each with its README.md).
 FIGURE2, FIGURE3 = "cpu-2core/figure2", "cpu-2core/figure3"
 
@@ -88,7 +89,7 @@ def describe(folder: str | os.PathLike) -> dict:
     calls = json.loads(meta_file.read_text()).get("calls", []) if meta_file.is_file() else []
     return {"runs": len(found), "max_samples": max((int(h["samples_seen"].max()) for _, h in found), default=0),
             "train_seconds": float(sum(h["seconds"].sum() for _, h in found)),
-            "wall_seconds": float(sum(c.get("wall_seconds", 0) for c in calls)), "calls": calls}
+            "wall_seconds": float(sum(c.get("wall_seconds") or 0 for c in calls)), "calls": calls}
 
 
 def label(name: str) -> str:
@@ -107,24 +108,32 @@ def write_readme(folder: str | os.PathLike) -> Path:
              "Made by `python -m vaelib.experiments.measured` (see its docstring); each run folder holds the run's "
              "`config.json` and `history.csv` (one row per epoch, nats per datapoint, `seconds` = wall time of the "
              "epoch's training on one thread), without checkpoints. Chapters 7 and 8 draw them.", "",
-             "| finished | machine | torch | commit | wall time | command |", "|---|---|---|---|---|---|"]
+             "| finished | reached | machine | torch | commit | wall time | command |",
+             "|---|---|---|---|---|---|---|"]
     for call in summary["calls"]:
-        lines.append(f"| {call['finished']} | {call['machine']} | {call['torch']} | {call['commit']} | "
-                     f"{call['wall_seconds'] / 60:.1f} min | `{call['command']}` |")
+        wall = f"{call['wall_seconds'] / 60:.1f} min" if call.get("wall_seconds") is not None else "not recorded"
+        lines.append(f"| {call['finished']} | {call.get('reached', 'all')} | {call['machine']} | {call['torch']} | "
+                     f"{call['commit']} | {wall} | `{call['command']}` |")
     lines += ["", f"{summary['runs']} runs, up to {summary['max_samples']:,} training samples each, "
               f"{summary['train_seconds'] / 3600:.2f} h of training in all (the sum of `seconds`; two runs trained "
               "at a time, one per core, so the wall time is about half). The machine was shared with other work "
               "while these ran, so the seconds are upper bounds for an idle machine.", "",
               "| data set | method | Nz | N train | samples | final train | final test |",
               "|---|---|---|---|---|---|---|"]
-    for config, history in load_measured(folder):
-        train, test = history["train_elbo"].dropna(), history["test_elbo"].dropna()
+    def last(column: pd.Series) -> str:  # MCEM trains no encoder, so it has no ELBO to report
+        column = column.dropna()
+        return f"{column.iloc[-1]:.2f}" if len(column) else "n/a"
+
+    for config, history in sorted(load_measured(folder),
+                                  key=lambda found: (found[0].dataset, found[0].train_size or 0,
+                                                     found[0].latent_dim, found[0].method)):
         n_train = train_set_size(config.dataset, config.train_size)
         lines.append(f"| {config.dataset} | {config.method} | {config.latent_dim} | {n_train:,} | "
-                     f"{int(history['samples_seen'].max()):,} | {train.iloc[-1]:.2f} | {test.iloc[-1]:.2f} |")
+                     f"{int(history['samples_seen'].max()):,} | {last(history['train_elbo'])} | "
+                     f"{last(history['test_elbo'])} |")
     lines.append("")
     lines.append("Final train and test: the ELBO (estimator B, L = 1, nats per datapoint) of the last epoch; train is "
-                 "the running mean over that epoch's minibatches.")
+                 "the running mean over that epoch's minibatches; n/a for Monte Carlo EM, which has no encoder.")
     table = load_figure3(folder)
     if not table.empty:
         last = (table.sort_values("samples_seen").groupby(["train_size", "method", "split", "estimator"]).last()
@@ -173,7 +182,8 @@ def _grow(config: dict, runs_dir: str, data_dir: str | None) -> str:
 
 
 def grow_figure2(configs: Sequence[RunConfig], stages: Sequence[float], out: Path, runs_dir: Path | None,
-                 data_dir: Path | None, executor: str | None) -> None:
+                 data_dir: Path | None, executor: str | None,
+                 on_stage: Callable[[float], None] | None = None) -> None:
     """Train every Fig. 2 run up to each budget of `stages` in turn (training samples, ascending), all runs
     to one budget before any goes further, and copy their records to `out` after every stage: a measurement
     stopped early leaves every panel at the same reach."""
@@ -189,24 +199,45 @@ def grow_figure2(configs: Sequence[RunConfig], stages: Sequence[float], out: Pat
                            spread)
         for folder in folders:
             export_run(folder, out)
+        if on_stage is not None:
+            on_stage(samples)
 
 
 def _machine() -> dict:
     import platform
+    import subprocess
 
     import torch
 
     from ..executors import available_cpus
 
     commit = ""
-    head = paths.checkout(".git") / "HEAD" if paths.REPO_ROOT is not None else None
-    if head is not None and head.is_file():
-        import subprocess
-
-        commit = subprocess.run(["git", "-C", str(paths.REPO_ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
+    if paths.REPO_ROOT is not None:  # `.git` is a folder in a clone and a file in a worktree: ask git
+        found = subprocess.run(["git", "-C", str(paths.REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+                               capture_output=True, text=True)
+        commit = found.stdout.strip() if found.returncode == 0 else ""
     return {"machine": f"{platform.machine()} CPU, {available_cpus()} cores", "torch": torch.__version__,
             "commit": commit}
+
+
+def _keep_trials(out: Path, trials: pd.DataFrame) -> None:
+    """Write the step-size trials into out/step_size_trials.csv, keeping the rows of data sets that an earlier
+    call (one per data set, say) chose for and this one did not."""
+    path = out / TRIALS_FILE
+    if path.is_file():
+        earlier = pd.read_csv(path)
+        trials = pd.concat([earlier[~earlier["dataset"].isin(trials["dataset"])], trials], ignore_index=True)
+    write_text_atomic(path, trials.to_csv(index=False))
+
+
+def _record_call(out: Path, call: dict) -> None:
+    """Add or update (same "id") this call in out/README.json and rewrite README.md: every call that
+    added to the folder, in order, so a measurement stopped between stages still says what it reached."""
+    meta_file = out / "README.json"
+    calls = json.loads(meta_file.read_text()).get("calls", []) if meta_file.is_file() else []
+    calls = [c for c in calls if "id" not in c or c["id"] != call["id"]] + [call]
+    write_text_atomic(meta_file, json.dumps({"calls": calls}, indent=2) + "\n")
+    write_readme(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,6 +265,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is None:
         parser.error(f"{args.figure} needs --out: the folder to keep the runs' records in")
     started = time.time()
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    call = {"id": uuid.uuid4().hex[:12], **_machine(), "command": f"python -m vaelib.experiments.measured {command}",
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))}
+
+    def reached(samples: float | None) -> None:
+        call.update(finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    wall_seconds=round(time.time() - started, 1),
+                    reached="all" if samples is None else f"{samples:.3g} samples per run")
+        _record_call(args.out, call)
+
     if args.figure == "figure2":
         datasets = [d for d in args.datasets.split(",") if d]
         for dataset in datasets:
@@ -241,7 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stages = sorted({float(x) for x in args.stages.split(",") if x} | {args.samples})
         configs = _figure2_configs(args.samples, datasets, args.seed)
         configs, trials = step_size.resolve_step_sizes(configs, "auto", runs_dir=args.runs_dir, data_dir=args.data_dir)
-        grow_figure2(configs, stages, args.out, args.runs_dir, args.data_dir, args.executor)
+        args.out.mkdir(parents=True, exist_ok=True)
+        if trials is not None:
+            _keep_trials(args.out, trials)
+        grow_figure2(configs, stages, args.out, args.runs_dir, args.data_dir, args.executor,
+                     on_stage=lambda samples: reached(samples if samples < args.samples else None))
     else:
         budget = {"aevb": args.samples, "wake-sleep": args.samples, "mcem": args.mcem_samples}
         configs = figure3.figure3_configs(samples_budget=budget, device="cpu", seed=args.seed)
@@ -255,17 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for config in configs:
             export_run(runs.staged_run_dir(config, args.runs_dir), args.out)
         table.to_csv(args.out / FIG3_TABLE, index=False)
-    if trials is not None:
-        trials.to_csv(args.out / "step_size_trials.csv", index=False)
-    command = " ".join(sys.argv[1:] if argv is None else argv)
-    # Every call that added to the folder, in order (a measurement may take several, e.g. one per data set).
-    meta_file = args.out / "README.json"
-    calls = json.loads(meta_file.read_text()).get("calls", []) if meta_file.is_file() else []
-    calls.append({**_machine(), "command": f"python -m vaelib.experiments.measured {command}",
-                  "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                  "wall_seconds": round(time.time() - started, 1)})
-    write_text_atomic(meta_file, json.dumps({"calls": calls}, indent=2) + "\n")
-    write_readme(args.out)
+        if trials is not None:
+            _keep_trials(args.out, trials)
+        reached(None)
     print(json.dumps({**describe(args.out), "out": str(args.out)}, indent=2))
     return 0
 
