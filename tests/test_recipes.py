@@ -68,6 +68,7 @@ INLINE = {
     'make book REPORT_FLAGS="--only 03_mnist"': "test_make_targets_run_the_documented_build_commands",
     "make book JOBS=1": "test_make_targets_run_the_documented_build_commands",
     "python -m vaelib train --help": "test_train_help_lists_every_option",
+    "python -m vaelib.experiments.measured cost": "test_the_paper_cost_on_the_rerun_page_is_what_the_command_prints",
     "papermill --help-notebook 05_latent_dimension.ipynb": "test_help_notebook_lists_every_parameter_with_its_comment",
 }
 
@@ -151,6 +152,23 @@ def test_train_help_lists_every_option() -> None:
     out = _run(quick(next(iter(k for k in INLINE if "train --help" in k))), ROOT, _environment()).stdout
     missing = [name for name in FIELD_HELP if "--" + name.replace("_", "-") not in out]
     assert not missing, f"`python -m vaelib train --help` lacks {missing}"
+
+
+def test_the_paper_cost_on_the_rerun_page_is_what_the_command_prints() -> None:
+    import pandas as pd
+
+    out = _run(next(k for k in INLINE if k.endswith("measured cost")), ROOT, _environment()).stdout
+    total, runs = re.search(r"total: ([\d.]+) core-hours for (\d+) runs", out).groups()
+    # Independently of the module: seconds per training sample of every committed run, times the paper's
+    # budget (10^8 samples; Monte Carlo EM 10^7).
+    hours = 0.0
+    for history_file in (ROOT / "book" / "measured" / "cpu-2core").glob("figure*/*/history.csv"):
+        history = pd.read_csv(history_file)
+        budget = 1e7 if json.loads((history_file.parent / "config.json").read_text())["method"] == "mcem" else 1e8
+        hours += history["seconds"].sum() / history["samples_seen"].max() * budget / 3600
+    assert float(total) == pytest.approx(hours, abs=0.06)
+    page = DOCS["book/rerun.md"].read_text().replace("\n", " ")
+    assert f"**{total} core-hours for the {runs} runs**" in page, "rerun.md's cost is stale: rerun the command"
 
 
 def test_help_notebook_lists_every_parameter_with_its_comment() -> None:
