@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,10 +16,12 @@ from typing import Any
 import yaml
 
 from . import BOOK_DIR, HTML_DIR, BuildError
+from . import tidy as tidy_module
 from .execute import LIVE_DIR
 from .profiles import Profile
 from .statistics import PAGE as STATISTICS_PAGE
 from .statistics import write_statistics_page
+from .tidy import tidy_notebook
 
 Log = Callable[[str], None]
 FRONT_PAGE = "intro"
@@ -61,7 +64,7 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
             shutil.copy2(entry, source / entry.name)
     (source / "notebooks").mkdir()
     for stem in chapters:
-        shutil.copy2(build_dir / "notebooks" / f"{stem}.ipynb", source / "notebooks" / f"{stem}.ipynb")
+        _copy_tidied(build_dir / "notebooks" / f"{stem}.ipynb", source / "notebooks" / f"{stem}.ipynb")
     write_statistics_page(source, profile, chapters, build_dir)
 
     models = source / EXTRA_DIR / MODELS_DIR
@@ -93,6 +96,15 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
     # Not a Sphinx source (only .md and .ipynb are), so render_book copies it into the HTML itself.
     (source / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return source
+
+def _copy_tidied(executed: Path, target: Path) -> None:
+    """Copy an executed notebook into the book source with its machinery tidied away (`tidy.tidy_notebook`),
+    dated by the later of the executed file and the tidying rules, so Sphinx reuses the page's doctree only
+    when neither changed."""
+    nb = tidy_notebook(json.loads(executed.read_text(encoding="utf-8")))
+    target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    mtime = max(executed.stat().st_mtime_ns, Path(tidy_module.__file__).stat().st_mtime_ns)
+    os.utime(target, ns=(mtime, mtime))
 
 def _escape_html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
