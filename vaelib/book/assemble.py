@@ -31,6 +31,7 @@ BUILD_INFO = "build-info.json"  # written into the HTML folder: profile, date an
 # Sphinx's html_extra_path: copied beside index.html. The live figures' decoders go there, as MODELS_DIR/,
 # not under _static/, whose every *.js Jupyter Book would load on every page.
 EXTRA_DIR = "_extra"
+PAPER_COST = "PAPER_COST_SENTENCE"  # book/rerun.md's placeholder for the paper profile's estimated cost
 MODELS_DIR = "live-models"  # where _static/vaelib-live.js looks for them
 
 
@@ -62,6 +63,7 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
             shutil.copytree(entry, source / entry.name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(entry, source / entry.name)
+    _fill_rerun_page(source)
     (source / "notebooks").mkdir()
     for stem in chapters:
         _copy_tidied(build_dir / "notebooks" / f"{stem}.ipynb", source / "notebooks" / f"{stem}.ipynb")
@@ -96,6 +98,17 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
     # Not a Sphinx source (only .md and .ipynb are), so render_book copies it into the HTML itself.
     (source / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return source
+
+def _fill_rerun_page(source: Path) -> None:
+    """Write the paper profile's training cost, estimated from the measured runs, into the rerun page's
+    PAPER_COST placeholder: a number computed by this build, not typed."""
+    page = source / "rerun.md"
+    if not page.is_file() or PAPER_COST not in page.read_text(encoding="utf-8"):
+        return
+    from ..experiments.measured import paper_cost, paper_cost_sentence
+
+    page.write_text(page.read_text(encoding="utf-8").replace(PAPER_COST, paper_cost_sentence(paper_cost())),
+                    encoding="utf-8")
 
 def _copy_tidied(executed: Path, target: Path) -> None:
     """Copy an executed notebook into the book source with its machinery tidied away (`tidy.tidy_notebook`),
