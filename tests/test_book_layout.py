@@ -34,7 +34,7 @@ OVERFLOW_JS = r"""() => {
     const where = cell ? `cell ${Array.from(document.querySelectorAll('.cell')).indexOf(cell) + 1}` : 'text';
     return `${el.tagName.toLowerCase()} (${where}) "${text}"`;
   };
-  const measured = 'table, pre, code, mjx-container, div.math, img, figure, .cell_output';
+  const measured = 'h1, h2, h3, table, pre, code, mjx-container, div.math, img, figure, .cell_output';
   for (const el of article.querySelectorAll(measured)) {
     const own = el.getBoundingClientRect();
     if (own.width === 0 || own.height === 0) continue;
@@ -65,7 +65,10 @@ PLUMBING_JS = r"""() => {
     const lines = code.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#'));
     const importOnly = lines.length > 0 && lines.every(l => /^(import |from \S+ import )/.test(l));
     const plumbing = /start_chapter\(|profile_banner\(|^# Parameters/m.test(code);
-    const caption = /^Markdown\(f?["(]/.test(code) || /^display\(Markdown\(/.test(code);
+    // A cell that writes only text (a caption, a finding); one that also shows a table or a figure keeps its code.
+    const output = input.closest('.cell').querySelector('.cell_output');
+    const textOnly = !output || !output.querySelector('table, img, canvas');
+    const caption = textOnly && (/^Markdown\(f?["(]/.test(code) || /^display\(Markdown\(/.test(code));
     if (importOnly || plumbing || caption) shown.push(code.slice(0, 70));
   }
   return shown;
