@@ -572,3 +572,13 @@ def test_the_paper_cost_sentence_sums_the_runs() -> None:
     table = pd.DataFrame({"core_hours": [1.25, 30.0, 2.0]})
     assert paper_cost_sentence(table) == "33.2 core-hours for 3 runs; the longest run 30.0 h."
     assert "no measured runs" in paper_cost_sentence(pd.DataFrame())
+
+
+def test_chapter_title_reads_the_notebooks_heading(tmp_path: Path) -> None:
+    from vaelib.book.notebook import chapter_title
+
+    nb = {"cells": [{"cell_type": "code", "source": "# not a title", "metadata": {}},
+                    {"cell_type": "markdown", "source": "Intro\n# MNIST, done properly\n", "metadata": {}}]}
+    (tmp_path / "03_mnist.ipynb").write_text(json.dumps(nb))
+    assert chapter_title("03_mnist", tmp_path) == "Chapter 3: MNIST, done properly"
+    assert chapter_title("04_missing", tmp_path) == "04_missing"
