@@ -38,6 +38,7 @@ def _tags(cell: dict[str, Any]) -> list[str]:
     (_cell("from vaelib.book.notebook import start_chapter\n\nstart_chapter(globals())",
            [_display(**{"text/html": "<div>banner</div>"})]), tidy.REMOVE_CELL),
     (_cell("import torch\n\nfrom vaelib import figures"), tidy.REMOVE_CELL),
+    (_cell("from vaelib import figures\n\nfigures.set_style()"), tidy.REMOVE_CELL),
     (_cell('for entry in rows:\n    record("07", entry["key"], entry["value"])'), tidy.REMOVE_CELL),
     (_cell('Markdown(f"**Figure 1.** {n} samples")', [CAPTION]), tidy.REMOVE_INPUT),
     (_cell('display(Markdown("- a"))\ndisplay(Latex("$x$"))',
@@ -52,6 +53,7 @@ def test_plumbing_cells_are_tagged(cell: dict[str, Any], tag: str) -> None:
     _cell("figures.samples_figure(model, shape)", [_display(**{"image/png": "iVBOR"})]),
     _cell('display(Markdown("Table 1."))\ntable', [CAPTION, TABLE]),  # a caption beside a table: code shown
     _cell("import torch\ntorch.manual_seed(0)"),  # does more than import
+    _cell("from vaelib import figures\nfigures.set_style()\nx = load()"),
     _cell("x = 1"),
     _cell("%timeit f()"),  # not Python: left alone
 ])

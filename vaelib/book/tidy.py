@@ -4,7 +4,8 @@ book is assembled (the executed notebook under build/<profile>/notebooks/ and th
 - The parameters cell and papermill's injected-parameters cell get `hide-input`: a reader can open them.
 - The `start_chapter(globals())` cell goes (`remove-cell`): the profile's banner it shows is already the
   announcement at the top of every page, so the box appears once per page.
-- Cells that only import, or only record numbers for the results page and show nothing, go (`remove-cell`).
+- Cells that only import (and set the figures' style), or only record numbers for the results page and show
+  nothing, go (`remove-cell`).
 - Cells whose outputs are all text a cell wrote (Markdown(f"..."), Latex, display(Markdown(...))), i.e.
   captions and findings built from the build's numbers, keep the text and lose the code (`remove-input`).
 - Widget state goes: ipywidgets/tqdm progress bars are `application/vnd.jupyter.widget-view+json` outputs
@@ -25,6 +26,7 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # The mime types of text a cell writes for the reader: such a cell is a caption or a finding, not an analysis.
 TEXT_MIMES = {"text/markdown", "text/latex"}
 PLUMBING_CALLS = {"start_chapter", "profile_banner"}  # vaelib.book.notebook: the banner, once per page
+SETUP_CALLS = {"set_style"}  # vaelib.figures.set_style: an import cell's one line of setup, nothing shown
 RECORDING_CALLS = {"record"}  # vaelib.results.record: numbers kept for chapter 10, nothing shown
 
 
@@ -60,7 +62,7 @@ def cell_tag(cell: dict[str, Any]) -> str | None:
     outputs = cell.get("outputs", [])
     if calls & PLUMBING_CALLS:
         return REMOVE_CELL
-    if tree.body and all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body) and not outputs:
+    if tree.body and all(_is_import_or_setup(node) for node in tree.body) and not outputs:
         return REMOVE_CELL
     if calls & RECORDING_CALLS and not outputs:
         return REMOVE_CELL
@@ -81,6 +83,14 @@ def _called_names(tree: ast.AST) -> set[str]:
             elif isinstance(func, ast.Attribute):
                 names.add(func.attr)
     return names
+
+
+def _is_import_or_setup(node: ast.stmt) -> bool:
+    """An import, or a bare call of one of SETUP_CALLS (`figures.set_style()`)."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return True
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+            and bool(_called_names(node.value) & SETUP_CALLS))
 
 
 def _is_widget(output: dict[str, Any]) -> bool:
