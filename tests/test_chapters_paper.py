@@ -138,15 +138,84 @@ def test_results_tables_one_per_chapter_with_units_and_anchors(tmp_path: Path) -
     tables = results.results_tables(results.results_summary(load_all(tmp_path)))
     assert list(tables) == ["03_mnist", "09_test_nll"]  # chapter order, whatever the recording order
     nll = tables["09_test_nll"]
-    assert list(nll.index) == ["vae_test_nll", "vae_active_units"]
-    assert nll.loc["vae_test_nll", "ours"] == "88.00 nats"
-    assert nll.loc["vae_test_nll", "anchor"] == "86.76 nats (Burda)"
-    assert nll.loc["vae_test_nll", "ours - anchor"] == "+1.24"
-    assert nll.loc["vae_test_nll", "note"] == "40 epochs"
-    assert nll.loc["vae_active_units", "ours"] == "17 units" and nll.loc["vae_active_units", "anchor"] == ""
-    assert tables["03_mnist"].loc["test_elbo", "estimator"] == "ELBO, B, L=1"
+    assert list(nll.index) == ["VAE test NLL", "VAE active units"]  # rows in words, not keys
+    assert nll.loc["VAE test NLL", "ours"] == "88.00 nats"
+    assert nll.loc["VAE test NLL", "anchor"] == "86.76 nats (Burda)"
+    assert nll.loc["VAE test NLL", "vs anchor"] == "worse by 1.24 nats"  # an NLL above the anchor's
+    assert nll.loc["VAE test NLL", "note"] == "40 epochs"
+    assert nll.loc["VAE active units", "ours"] == "17 units" and nll.loc["VAE active units", "vs anchor"] == ""
+    assert tables["03_mnist"].loc["test ELBO", "estimator"] == "ELBO, B, L=1"
+
+
+@pytest.mark.parametrize(("key", "unit", "value", "anchor", "words"), [
+    ("vae_test_nll", "nats", 85.0, 86.76, "better by 1.76 nats"),  # an NLL: lower is better
+    ("vae_test_nll", "nats", 88.0, 86.76, "worse by 1.24 nats"),
+    ("test_log_px", "nats", -85.0, -86.76, "better by 1.76 nats"),  # a log-likelihood: higher is better
+    ("test_elbo", "nats", -90.0, -86.76, "worse by 3.24 nats"),
+    ("test_bits_per_dim", "bits/dim", 4.5, 4.7, "better by 0.20 bits/dim"),
+    ("test_elbo", "nats", -86.761, -86.76, "equal"),
+])
+def test_comparison_with_the_anchor_reads_the_same_way_for_every_quantity(key, unit, value, anchor, words) -> None:
+    assert results.comparison(value, anchor, key, unit) == words
+
+
+@pytest.mark.parametrize(("key", "words"), [
+    ("aevb_n1000_test_log_px", "AEVB test log p(x), N = 1,000"),
+    ("test_elbo_bits_per_dim", "test ELBO bits/dim"),
+    ("freyface_wake-sleep_test_elbo_best_nz", "Frey Face wake-sleep test ELBO best Nz"),
+    ("test_elbo_z2", "test ELBO, Nz = 2"),
+])
+def test_quantities_are_named_in_words(key: str, words: str) -> None:
+    assert results.quantity_name(key) == words
 
 
 def test_results_summary_names_missing_columns() -> None:
     with pytest.raises(ValueError, match="lacks column"):
         results.results_summary(pd.DataFrame({"chapter": ["x"], "value": [1.0]}))
+
+
+def _claims(tmp_path: Path, aevb: float, mcem_large: float, elbo_z5: float) -> dict[str, str]:
+    """The checklist's verdicts for a build whose AEVB bound is `aevb` (wake-sleep's: -100 nats), whose
+    MCEM log p(x) at N = 1,000 is `mcem_large` (AEVB's: -95) and whose Nz = 5 ELBO is `elbo_z5` (Nz = 2: -105)."""
+    for dataset in ("binarized-mnist", "freyface"):
+        record("07_wake_sleep", f"{dataset}_aevb_test_elbo_best_nz", aevb, "nats", "ELBO", directory=tmp_path)
+        record("07_wake_sleep", f"{dataset}_wake-sleep_test_elbo_best_nz", -100.0, "nats", "ELBO",
+               directory=tmp_path)
+    for n, mcem in ((200, -90.0), (1000, mcem_large)):
+        record("08_marginal_likelihood", f"aevb_n{n}_test_log_px", -95.0, "nats", "IS", directory=tmp_path)
+        record("08_marginal_likelihood", f"mcem_n{n}_test_log_px", mcem, "nats", "IS", directory=tmp_path)
+    record("05_latent_dimension", "active_units_z2", 2, "units", "Cov", directory=tmp_path)
+    record("05_latent_dimension", "test_elbo_z2", -105.0, "nats", "ELBO", directory=tmp_path)
+    record("05_latent_dimension", "test_elbo_z5", elbo_z5, "nats", "ELBO", directory=tmp_path)
+    table = results.claims_checklist(load_all(tmp_path))
+    return dict(zip(table["claim"].str.split(" \\(").str[0], table["verdict"], strict=True))
+
+
+def test_claims_reproduced_when_the_numbers_order_as_the_paper_says(tmp_path: Path) -> None:
+    verdicts = _claims(tmp_path, aevb=-90.0, mcem_large=-99.0, elbo_z5=-98.0)
+    assert verdicts["AEVB converges faster than wake-sleep"] == results.REPRODUCED
+    assert verdicts["AEVB beats MCEM on the marginal likelihood for large N"] == results.REPRODUCED
+    # MCEM still wins at N = 200 (-90 vs -95): the claim is about large N only.
+    assert verdicts["Samples from models of several latent dimensions, sharper for larger Nz"] == results.REPRODUCED
+    # No Frey Face Nz = 2 model was recorded: the manifolds are half there.
+    assert verdicts["Learned 2-D manifolds of MNIST and Frey Face"] == results.PARTLY
+
+
+def test_claims_not_reproduced_when_the_numbers_order_the_other_way(tmp_path: Path) -> None:
+    verdicts = _claims(tmp_path, aevb=-110.0, mcem_large=-80.0, elbo_z5=-120.0)
+    assert verdicts["AEVB converges faster than wake-sleep"] == results.NOT_REPRODUCED
+    assert verdicts["AEVB reaches better lower bounds than wake-sleep"] == results.NOT_REPRODUCED
+    assert verdicts["AEVB beats MCEM on the marginal likelihood for large N"] == results.NOT_REPRODUCED
+    assert verdicts["Samples from models of several latent dimensions, sharper for larger Nz"] == \
+        results.NOT_REPRODUCED
+
+
+def test_claims_partly_and_not_run(tmp_path: Path) -> None:
+    assert set(results.claims_checklist(load_all(tmp_path))["verdict"]) == {results.NOT_RUN}
+    record("07_wake_sleep", "binarized-mnist_aevb_test_elbo_best_nz", -90.0, "nats", "ELBO", directory=tmp_path)
+    record("07_wake_sleep", "binarized-mnist_wake-sleep_test_elbo_best_nz", -100.0, "nats", "ELBO",
+           directory=tmp_path)
+    record("07_wake_sleep", "freyface_aevb_test_elbo_best_nz", 300.0, "nats", "ELBO", directory=tmp_path)
+    record("07_wake_sleep", "freyface_wake-sleep_test_elbo_best_nz", 400.0, "nats", "ELBO", directory=tmp_path)
+    table = results.claims_checklist(load_all(tmp_path))
+    assert table.loc[0, "verdict"] == results.PARTLY and "Frey Face: AEVB 300.0" in table.loc[0, "evidence"]

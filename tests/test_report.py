@@ -420,6 +420,8 @@ def test_assembled_book_has_toc_in_profile_order_and_names_the_profile(sandbox: 
     assert [c["file"] for c in toc["parts"][1]["chapters"]] == ["rerun", "statistics", "bibliography"]
     intro = (source / "intro.md").read_text()
     assert "Built with profile t on" in intro and "The t banner." in intro
+    rerun = (source / "rerun.md").read_text()
+    assert assemble.PAPER_COST not in rerun and ("core-hours for" in rerun or "no measured runs" in rerun)
     config = yaml.safe_load((source / "_config.yml").read_text())
     assert config["html"]["announcement"] == "The t banner."
     assert config["execute"]["execute_notebooks"] == "off"
@@ -560,3 +562,23 @@ def test_a_bad_jobs_or_executor_is_refused_before_any_work(sandbox: dict[str, Pa
         build("t", executor="lcoal:2", **common)
     assert not (sandbox["build_dir"] / "notebooks").exists()
     assert book_main(["build", "--profile", "quick", "--executor", "slurm:3"]) == 2
+
+
+def test_the_paper_cost_sentence_sums_the_runs() -> None:
+    import pandas as pd
+
+    from vaelib.experiments.measured import paper_cost_sentence
+
+    table = pd.DataFrame({"core_hours": [1.25, 30.0, 2.0]})
+    assert paper_cost_sentence(table) == "33.2 core-hours for 3 runs; the longest run 30.0 h."
+    assert "no measured runs" in paper_cost_sentence(pd.DataFrame())
+
+
+def test_chapter_title_reads_the_notebooks_heading(tmp_path: Path) -> None:
+    from vaelib.book.notebook import chapter_title
+
+    nb = {"cells": [{"cell_type": "code", "source": "# not a title", "metadata": {}},
+                    {"cell_type": "markdown", "source": "Intro\n# MNIST, done properly\n", "metadata": {}}]}
+    (tmp_path / "03_mnist.ipynb").write_text(json.dumps(nb))
+    assert chapter_title("03_mnist", tmp_path) == "Chapter 3: MNIST, done properly"
+    assert chapter_title("04_missing", tmp_path) == "04_missing"

@@ -160,12 +160,63 @@ def format_results(table: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
                             for s in out["ours - anchor"]]
     return out
 
+# Words for the tokens of a recorded key ("freyface_aevb_test_elbo_best_nz"): the results page names each
+# row in words. Tokens not listed keep their spelling.
+_WORDS = {
+    "test": "test", "elbo": "ELBO", "log_px": "log p(x)", "nll": "NLL", "bits_per_dim": "bits/dim",
+    "active_units": "active units", "aevb": "AEVB", "wake-sleep": "wake-sleep", "mcem": "MCEM",
+    "binarized-mnist": "MNIST", "mnist": "MNIST", "freyface": "Frey Face", "best_nz": "best Nz",
+    "vae": "VAE", "iwae": "IWAE", "iwae50": "IWAE (k = 50)", "conv": "conv", "mlp": "MLP",
+    "paper_profile": "paper-budget run:",
+}
+_NUMBERED = re.compile(r"^(z|n|k|iw)(\d+)$")
+_NUMBERED_WORDS = {"z": "Nz = {}", "n": "N = {:,}", "k": "k = {}", "iw": "k = {}"}
+
+
+def quantity_name(key: str) -> str:
+    """A recorded key in words: "test_elbo_z2" -> "test ELBO, Nz = 2", "aevb_n1000_test_log_px" ->
+    "AEVB, N = 1,000, test log p(x)"; numbered tokens (z2, n1000, k20) become a trailing qualifier."""
+    tokens = key.split("_")
+    words, numbers, i = [], [], 0
+    while i < len(tokens):
+        joined = next((n for n in (3, 2) if i + n <= len(tokens) and "_".join(tokens[i:i + n]) in _WORDS), 0)
+        if joined:
+            words.append(_WORDS["_".join(tokens[i:i + joined])])
+            i += joined
+            continue
+        match = _NUMBERED.match(tokens[i])
+        if match:
+            numbers.append(_NUMBERED_WORDS[match[1]].format(int(match[2])))
+        else:
+            words.append(_WORDS.get(tokens[i], tokens[i]))
+        i += 1
+    return ", ".join([" ".join(words), *numbers]) if numbers else " ".join(words)
+
+
+def lower_is_better(key: str, unit: str) -> bool:
+    """Whether a smaller number is the better one: an NLL or bits per dimension (a negated log-likelihood);
+    for an ELBO or a log-likelihood (nats, higher is better) it is not."""
+    return unit.startswith("bits") or "nll" in key.split("_")
+
+
+def comparison(value: float, anchor_value: float, key: str, unit: str, decimals: int = 2) -> str:
+    """"better by 1.24 nats" / "worse by ..." / "equal" / "" (no anchor): ours against the anchor, in words
+    that do not depend on whether the quantity is one to raise or to lower."""
+    if anchor_value is None or value is None or math.isnan(anchor_value) or math.isnan(value):
+        return ""
+    gap = round(value - anchor_value, decimals)
+    if gap == 0:
+        return "equal"
+    better = (gap < 0) == lower_is_better(key, unit)
+    return f"{'better' if better else 'worse'} by {abs(gap):,.{decimals}f} {unit}"
+
+
 def results_tables(table: pd.DataFrame, decimals: int = 2) -> dict[str, pd.DataFrame]:
     """`results_summary`'s table cut into one narrow display table per chapter, in chapter order.
 
-    Each is indexed by quantity, with the columns ours (number and unit), anchor (its number and unit, then
-    what it is), ours - anchor, estimator and note: five columns of text instead of seven, so a row fits on a
-    page without scrolling sideways.
+    Each is indexed by the quantity in words (`quantity_name`), with the columns ours (number and unit),
+    anchor (its number and unit, then what it is), "vs anchor" (`comparison`: better or worse, by how much),
+    estimator and note: five columns of text instead of seven, so a row fits on a page.
     """
     def with_unit(value: str, unit: str) -> str:
         return f"{value} {unit}" if value else ""
@@ -177,11 +228,93 @@ def results_tables(table: pd.DataFrame, decimals: int = 2) -> dict[str, pd.DataF
     tables = {}
     for chapter, rows in shown.groupby(level="chapter", sort=False):
         units = rows["unit"]
+        keys = rows.index.get_level_values("quantity")
+        numbers = table.loc[rows.index]
         tables[str(chapter)] = pd.DataFrame({
             "ours": [with_unit(v, u) for v, u in zip(rows["ours"], units, strict=True)],
             "anchor": [anchor(v, u, n) for v, u, n in zip(rows["anchor value"], units, rows["anchor"], strict=True)],
-            "ours - anchor": rows["ours - anchor"].to_list(),
+            "vs anchor": [comparison(v, a, k, u, decimals) for v, a, k, u in
+                          zip(numbers["ours"], numbers["anchor value"], keys, units, strict=True)],
             "estimator": rows["estimator"].to_list(),
             "note": rows["note"].to_list(),
-        }, index=pd.Index(rows.index.get_level_values("quantity"), name="quantity"))
+        }, index=pd.Index([quantity_name(k) for k in keys], name="quantity"))
     return tables
+
+
+# --- the paper's claims, decided from the recorded numbers -----------------------------------------------
+REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_RUN = "reproduced", "partly", "not reproduced", "not run"
+
+
+def _value(frame: pd.DataFrame, chapter: str, key: str) -> float | None:
+    rows = frame[(frame["chapter"] == chapter) & (frame["key"] == key)]
+    return None if rows.empty else float(rows["value"].iloc[-1])
+
+
+def _share(wins: list[bool]) -> str:
+    """All comparisons won: reproduced; some: partly; none: not reproduced; no comparison: not run."""
+    if not wins:
+        return NOT_RUN
+    return REPRODUCED if all(wins) else PARTLY if any(wins) else NOT_REPRODUCED
+
+
+def _aevb_ahead_of_wake_sleep(frame: pd.DataFrame) -> tuple[list[bool], list[str]]:
+    wins, said = [], []
+    for dataset, name in (("binarized-mnist", "MNIST"), ("freyface", "Frey Face")):
+        aevb = _value(frame, "07_wake_sleep", f"{dataset}_aevb_test_elbo_best_nz")
+        sleep = _value(frame, "07_wake_sleep", f"{dataset}_wake-sleep_test_elbo_best_nz")
+        if aevb is not None and sleep is not None and not (math.isnan(aevb) or math.isnan(sleep)):
+            wins.append(aevb > sleep)
+            said.append(f"{name}: AEVB {aevb:,.1f} vs wake-sleep {sleep:,.1f} nats")
+    return wins, said
+
+
+def claims_checklist(frame: pd.DataFrame) -> pd.DataFrame:
+    """The paper's claims, each with its verdict at this build's budget, decided from the recorded numbers
+    (`load_all`'s frame): columns claim, verdict (reproduced / partly / not reproduced / not run), evidence
+    (the numbers that decided it), chapter. Bounds are test ELBOs in nats per example (higher is better).
+    """
+    rows = []
+    wins, said = _aevb_ahead_of_wake_sleep(frame)
+    # Chapter 7 runs both methods for the same number of training samples: the one ahead at the end of that
+    # budget is the one that converged faster over it.
+    rows.append(("AEVB converges faster than wake-sleep (Fig. 2)", _share(wins),
+                 "; ".join(["test ELBO after the same number of training samples", *said]) if said else "", "7"))
+    margin = [w for w, s in zip(wins, said, strict=True) if w]
+    rows.append(("AEVB reaches better lower bounds than wake-sleep (Fig. 2)", _share(wins),
+                 f"AEVB ahead on {len(margin)} of {len(wins)} data sets at the best Nz" if wins else "", "7"))
+
+    sizes = sorted({int(k.split("_")[1][1:]) for k in frame.loc[frame["chapter"] == "08_marginal_likelihood", "key"]
+                    if re.fullmatch(r"(aevb|mcem)_n\d+_test_log_px", k)})
+    ml_wins, ml_said = [], []
+    for n in sizes:
+        aevb = _value(frame, "08_marginal_likelihood", f"aevb_n{n}_test_log_px")
+        mcem = _value(frame, "08_marginal_likelihood", f"mcem_n{n}_test_log_px")
+        if aevb is not None and mcem is not None and not (math.isnan(aevb) or math.isnan(mcem)):
+            ml_wins.append(aevb > mcem)
+            ml_said.append(f"N = {n:,}: AEVB {aevb:,.1f} vs MCEM {mcem:,.1f} nats")
+    # The claim is about large N: the largest training set decides; a win only at smaller N is partly.
+    verdict = NOT_RUN if not ml_wins else REPRODUCED if ml_wins[-1] else PARTLY if any(ml_wins) else NOT_REPRODUCED
+    rows.append(("AEVB beats MCEM on the marginal likelihood for large N (Fig. 3)", verdict,
+                 "; ".join(["test log p(x)", *ml_said]) if ml_said else "", "8"))
+
+    mnist = _value(frame, "05_latent_dimension", "active_units_z2")
+    frey = _value(frame, "06_freyface", "test_elbo_z2")
+    shown = [mnist is not None and mnist >= 2, frey is not None and not math.isnan(frey)]
+    manifold = NOT_RUN if mnist is None and frey is None else _share(shown)
+    rows.append(("Learned 2-D manifolds of MNIST and Frey Face (Fig. 4)", manifold,
+                 "" if manifold == NOT_RUN else
+                 f"MNIST Nz = 2 model: {'not run' if mnist is None else f'{int(mnist)} of 2'} latent dimensions "
+                 f"active; Frey Face Nz = 2 model {'trained' if shown[1] else 'not run'}", "5, 6"))
+
+    elbos = {int(k.rsplit("z", 1)[1]): float(v) for k, v in
+             frame.loc[frame["chapter"] == "05_latent_dimension", ["key", "value"]].itertuples(index=False)
+             if re.fullmatch(r"test_elbo_z\d+", k)}
+    # Fig. 5's samples of larger latent spaces are sharper; the bound says so: more Nz, a better test ELBO.
+    if len(elbos) < 2:
+        samples = NOT_RUN
+    else:
+        small, large = min(elbos), max(elbos)
+        samples = REPRODUCED if elbos[large] > elbos[small] else NOT_REPRODUCED
+    rows.append(("Samples from models of several latent dimensions, sharper for larger Nz (Fig. 5)", samples,
+                 "; ".join(f"Nz = {z}: test ELBO {e:,.1f} nats" for z, e in sorted(elbos.items())), "5"))
+    return pd.DataFrame(rows, columns=["claim", "verdict", "evidence", "chapter"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,10 +16,12 @@ from typing import Any
 import yaml
 
 from . import BOOK_DIR, HTML_DIR, BuildError
+from . import tidy as tidy_module
 from .execute import LIVE_DIR
 from .profiles import Profile
 from .statistics import PAGE as STATISTICS_PAGE
 from .statistics import write_statistics_page
+from .tidy import tidy_notebook
 
 Log = Callable[[str], None]
 FRONT_PAGE = "intro"
@@ -28,6 +31,7 @@ BUILD_INFO = "build-info.json"  # written into the HTML folder: profile, date an
 # Sphinx's html_extra_path: copied beside index.html. The live figures' decoders go there, as MODELS_DIR/,
 # not under _static/, whose every *.js Jupyter Book would load on every page.
 EXTRA_DIR = "_extra"
+PAPER_COST = "PAPER_COST_SENTENCE"  # book/rerun.md's placeholder for the paper profile's estimated cost
 MODELS_DIR = "live-models"  # where _static/vaelib-live.js looks for them
 
 
@@ -59,9 +63,10 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
             shutil.copytree(entry, source / entry.name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(entry, source / entry.name)
+    _fill_rerun_page(source)
     (source / "notebooks").mkdir()
     for stem in chapters:
-        shutil.copy2(build_dir / "notebooks" / f"{stem}.ipynb", source / "notebooks" / f"{stem}.ipynb")
+        _copy_tidied(build_dir / "notebooks" / f"{stem}.ipynb", source / "notebooks" / f"{stem}.ipynb")
     write_statistics_page(source, profile, chapters, build_dir)
 
     models = source / EXTRA_DIR / MODELS_DIR
@@ -93,6 +98,26 @@ def assemble_book(profile: Profile, chapters: Sequence[str], build_dir: Path, *,
     # Not a Sphinx source (only .md and .ipynb are), so render_book copies it into the HTML itself.
     (source / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return source
+
+def _fill_rerun_page(source: Path) -> None:
+    """Write the paper profile's training cost, estimated from the measured runs, into the rerun page's
+    PAPER_COST placeholder: a number computed by this build, not typed."""
+    page = source / "rerun.md"
+    if not page.is_file() or PAPER_COST not in page.read_text(encoding="utf-8"):
+        return
+    from ..experiments.measured import paper_cost, paper_cost_sentence
+
+    page.write_text(page.read_text(encoding="utf-8").replace(PAPER_COST, paper_cost_sentence(paper_cost())),
+                    encoding="utf-8")
+
+def _copy_tidied(executed: Path, target: Path) -> None:
+    """Copy an executed notebook into the book source with its machinery tidied away (`tidy.tidy_notebook`),
+    dated by the later of the executed file and the tidying rules, so Sphinx reuses the page's doctree only
+    when neither changed."""
+    nb = tidy_notebook(json.loads(executed.read_text(encoding="utf-8")))
+    target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    mtime = max(executed.stat().st_mtime_ns, Path(tidy_module.__file__).stat().st_mtime_ns)
+    os.utime(target, ns=(mtime, mtime))
 
 def _escape_html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

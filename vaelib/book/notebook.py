@@ -3,7 +3,9 @@ which chapters recorded nothing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import NOTEBOOKS_DIR
@@ -56,3 +58,19 @@ def missing_chapters(frame: pd.DataFrame, profile: str, exclude: Sequence[str] =
     present = set(frame["chapter"]) if "chapter" in frame else set()
     return [stem for stem in listed if stem not in present and stem not in exclude
             and (NOTEBOOKS_DIR / f"{stem}.ipynb").exists()]
+
+
+def chapter_title(stem: str, notebooks_dir: Path | None = None) -> str:
+    """The title of chapter `stem`: the first `# ` heading of notebooks/<stem>.ipynb, with its number
+    ("Chapter 3: MNIST, done properly"), or the stem itself when the notebook or its heading is missing."""
+    path = Path(notebooks_dir or NOTEBOOKS_DIR) / f"{stem}.ipynb"
+    if path.is_file():
+        for cell in json.loads(path.read_text(encoding="utf-8")).get("cells", []):
+            if cell.get("cell_type") != "markdown":
+                continue
+            for line in "".join(cell.get("source", "")).splitlines():
+                if line.startswith("# "):
+                    number = stem.split("_")[0]
+                    prefix = f"Chapter {int(number)}: " if number.isdigit() else ""
+                    return prefix + line[2:].strip()
+    return stem

@@ -167,6 +167,15 @@ def paper_cost(folders: Sequence[str] = (FIGURE2, FIGURE3), paper_samples: float
     return pd.DataFrame(rows)
 
 
+def paper_cost_sentence(table: pd.DataFrame) -> str:
+    """`paper_cost`'s table in one sentence: the total core-hours, the number of runs and the longest run; the
+    rerun page and `python -m vaelib.experiments.measured cost` both print it."""
+    if table.empty:
+        return "no measured runs are in this checkout's `book/measured/`, so there is no estimate."
+    return (f"{table['core_hours'].sum():,.1f} core-hours for {len(table)} runs; the longest run "
+            f"{table['core_hours'].max():,.1f} h.")
+
+
 def _figure2_configs(samples: float, datasets: Sequence[str], seed: int) -> list[RunConfig]:
     return [c for dataset in datasets for c in figure2.figure2_configs(dataset, None, samples, seed=seed, device="cpu")]
 
@@ -259,8 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.figure == "cost":
         table = paper_cost()
         print(table.round(2).to_string(index=False))
-        print(f"total: {table['core_hours'].sum():.1f} core-hours for {len(table)} runs; the longest run "
-              f"{table['core_hours'].max():.1f} h")
+        print(f"total: {paper_cost_sentence(table)}")
         return 0
     if args.out is None:
         parser.error(f"{args.figure} needs --out: the folder to keep the runs' records in")
