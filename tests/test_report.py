@@ -569,8 +569,10 @@ def test_the_paper_cost_sentence_sums_the_runs() -> None:
 
     from vaelib.experiments.measured import paper_cost_sentence
 
-    table = pd.DataFrame({"core_hours": [1.25, 30.0, 2.0]})
-    assert paper_cost_sentence(table) == "33.2 core-hours for 3 runs; the longest run 30.0 h."
+    table = pd.DataFrame({"core_hours": [1.25, 30.0, 2.0], "measurement": ["m/figure2", "m/figure2", "m/figure3"]})
+    assert paper_cost_sentence(table, cores_per_node=16) == (
+        "33.2 core-hours for 3 runs (figure2: 2 runs, 31.2 h; figure3: 1 runs, 2.0 h), or 2.1 node-hours of "
+        "16-core nodes; the longest run 30.0 h.")
     assert "no measured runs" in paper_cost_sentence(pd.DataFrame())
 
 

@@ -167,13 +167,17 @@ def paper_cost(folders: Sequence[str] = (FIGURE2, FIGURE3), paper_samples: float
     return pd.DataFrame(rows)
 
 
-def paper_cost_sentence(table: pd.DataFrame) -> str:
-    """`paper_cost`'s table in one sentence: the total core-hours, the number of runs and the longest run; the
-    rerun page and `python -m vaelib.experiments.measured cost` both print it."""
+def paper_cost_sentence(table: pd.DataFrame, cores_per_node: int = 32) -> str:
+    """`paper_cost`'s table in words: the total core-hours, the number of runs, the share of each
+    measurement, node-hours of `cores_per_node`-core nodes and the longest run; the rerun page and
+    `python -m vaelib.experiments.measured cost` both print it."""
     if table.empty:
         return "no measured runs are in this checkout's `book/measured/`, so there is no estimate."
-    return (f"{table['core_hours'].sum():,.1f} core-hours for {len(table)} runs; the longest run "
-            f"{table['core_hours'].max():,.1f} h.")
+    parts = "; ".join(f"{name.split('/')[-1]}: {len(group)} runs, {group['core_hours'].sum():,.1f} h"
+                      for name, group in table.groupby("measurement"))
+    total = table["core_hours"].sum()
+    return (f"{total:,.1f} core-hours for {len(table)} runs ({parts}), or {total / cores_per_node:,.1f} node-hours "
+            f"of {cores_per_node}-core nodes; the longest run {table['core_hours'].max():,.1f} h.")
 
 
 def _figure2_configs(samples: float, datasets: Sequence[str], seed: int) -> list[RunConfig]:
