@@ -42,12 +42,15 @@ def _linears(body: nn.Module, activation: type[nn.Module]) -> list[nn.Linear] | 
 
 def fast_supported(model: nn.Module, config: RunConfig) -> bool:
     """Whether `FastMLPAEVB` computes `config`'s update for `model`: AEVB with estimator B and L = 1, the
-    MLP with tanh or ReLU hidden layers and a Bernoulli decoder, float32 parameters on the CPU."""
+    MLP with tanh or ReLU hidden layers and a Bernoulli decoder, float32 parameters on the CPU, and no
+    forward hooks on any module."""
     if not (config.method in FAST_METHODS and config.estimator in FAST_ESTIMATORS and config.n_samples == 1
             and config.architecture == "mlp" and config.activation in FAST_ACTIVATIONS
             and isinstance(model, VAE) and isinstance(model.encoder, GaussianEncoder)
             and type(model.likelihood) is Bernoulli):
         return False
+    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        return False  # the fast step calls no module's forward, so a hook would silently not run
     params = list(model.parameters())
     if not params or not all(p.device.type == "cpu" and p.dtype == torch.float32 and p.requires_grad
                              for p in params):
