@@ -27,7 +27,7 @@ from .config import ConfigError, RunConfig
 from .data import Dataset, load_dataset
 from .evaluate import evaluate_elbo
 from .io import write_text_atomic
-from .methods import UPDATES, NonFiniteLossError
+from .methods import NonFiniteLossError, update_for
 from .models import build_model
 from .runs import HISTORY_COLUMNS, Run, run_lock, select_device
 
@@ -162,7 +162,7 @@ def _fit(config: RunConfig, out: Path, resume: bool, data_dir: str | os.PathLike
     history_path = out / runs.HISTORY_FILE
     write_text_atomic(history_path, pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False))
 
-    update = UPDATES[config.method]
+    update = update_for(model, config)
     n_train = dataset.x_train.shape[0]
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     bar = tqdm(total=(config.epochs - start_epoch + 1) * steps_per_epoch, disable=not progress,
