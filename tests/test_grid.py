@@ -111,3 +111,16 @@ def test_an_unfinished_member_is_refused_before_any_training(tiny_config: RunCon
     with pytest.raises(ConfigError, match="unfinished run"):
         grid.train_grid(configs, tmp_path, data_dir)
     assert not runs.run_dir(configs[1], tmp_path).exists()
+
+
+def test_the_grid_executor_trains_compatible_runs_as_one_and_the_rest_alone(
+        tiny_config: RunConfig, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vaelib import executors
+    configs = [*members(tiny_config), tiny_config.replace(method="wake-sleep", epochs=2)]
+    called: list[list[int]] = []
+    original = grid.train_grid
+    monkeypatch.setattr(grid, "train_grid", lambda c, *a: called.append([m.latent_dim for m in c]) or original(c, *a))
+    trained = executors.train_many(configs, tmp_path, data_dir, executor="grid", progress=False)
+    assert called == [list(LATENTS)]
+    assert [r.config for r in trained] == configs and all(len(r.history) == 2 for r in trained)
+    assert executors.parse_executor("grid").kind == "grid"

@@ -64,6 +64,22 @@ def grid_incompatibility(configs: list[RunConfig]) -> str | None:
     return None
 
 
+def grid_groups(configs: list[RunConfig]) -> tuple[list[list[RunConfig]], list[RunConfig]]:
+    """Split `configs` into groups that can each train as one grid (two members or more) and the rest."""
+    groups: dict[str, list[RunConfig]] = {}
+    rest = []
+    for config in configs:
+        if grid_incompatibility([config]) is not None:
+            rest.append(config)
+            continue
+        key = repr([(f.name, getattr(config, f.name)) for f in dataclasses.fields(RunConfig)
+                    if f.name not in GRID_VARYING])
+        groups.setdefault(key, []).append(config)
+    grids = [group for group in groups.values() if len(group) > 1]
+    rest += [group[0] for group in groups.values() if len(group) == 1]
+    return grids, rest
+
+
 def check_grid(configs: list[RunConfig]) -> None:
     """Raise ConfigError (before any work) when `configs` cannot train as one grid."""
     reason = grid_incompatibility(configs)
