@@ -32,7 +32,7 @@ from torch import nn
 
 from . import runs
 from .config import ConfigError, RunConfig
-from .data import load_dataset
+from .data import Dataset, load_dataset
 from .evaluate import evaluate_elbo
 from .io import write_text_atomic
 from .methods import NonFiniteLossError
@@ -192,7 +192,7 @@ def _activation(model: VAE) -> nn.Module:
 
 
 def train_grid(configs: list[RunConfig], runs_dir: str | os.PathLike | None = None,
-               data_dir: str | os.PathLike | None = None) -> list[Run]:
+               data_dir: str | os.PathLike | None = None, dataset: Dataset | None = None) -> list[Run]:
     """Train `configs` (AEVB MLP runs differing only in latent_dim, seed, extra) as one grid into their own
     cache directories (`vaelib.runs.run_dir`) and return their Runs in order.
 
@@ -200,7 +200,8 @@ def train_grid(configs: list[RunConfig], runs_dir: str | os.PathLike | None = No
     checkpoint is refused (resume it alone with `train.fit_or_load`). Training semantics are
     `vaelib.train.fit`'s: Adagrad/Adam step sizes, eval schedule, history columns; the `seconds` column is
     the member's share of the grid's training time (the epoch's wall time divided by the number of members
-    trained), and `eval_seconds` the member's own evaluation time.
+    trained), and `eval_seconds` the member's own evaluation time. `dataset`: the loaded data, as for
+    `train.fit` (default: loaded from the members' config).
     """
     check_grid(configs)
     outs = [runs.run_dir(c, runs_dir) for c in configs]
@@ -211,15 +212,19 @@ def train_grid(configs: list[RunConfig], runs_dir: str | os.PathLike | None = No
             raise ConfigError(f"{outs[i]} holds an unfinished run; resume it alone with train.fit_or_load "
                               "(the grid starts members from scratch only)")
     if todo:
-        trained = _train_members([configs[i] for i in todo], [outs[i] for i in todo], data_dir)
+        trained = _train_members([configs[i] for i in todo], [outs[i] for i in todo], data_dir, dataset)
         done.update(zip(todo, trained, strict=True))
     return [done[i] for i in range(len(configs))]
 
 
-def _train_members(configs: list[RunConfig], outs: list[Path], data_dir: str | os.PathLike | None) -> list[Run]:
+def _train_members(configs: list[RunConfig], outs: list[Path], data_dir: str | os.PathLike | None,
+                   dataset: Dataset | None) -> list[Run]:
     ref = configs[0]
     device = select_device(ref.device)
-    dataset = load_dataset(ref.dataset, data_dir, ref.train_size, ref.test_size, device=device)
+    if dataset is None:
+        dataset = load_dataset(ref.dataset, data_dir, ref.train_size, ref.test_size, device=device)
+    else:
+        dataset = dataset.to(device)
     models, optimizers, eps_gens = [], [], []
     for c in configs:
         seed_everything(c.seed)
