@@ -12,6 +12,9 @@ setting, never an edit of a notebook:
                                          (minutes), VAELIB_SLURM_CPUS (per job)
     VAELIB_EXECUTOR=submitit-local       submitit's local executor: real subprocesses, Slurm's code path
                                          without the scheduler (what the tests use)
+    VAELIB_EXECUTOR=grid                 in this process, AEVB runs that differ only in latent size or seed
+                                         trained together as one batched grid (vaelib.grid), the rest one
+                                         after another
 
 `python -m vaelib.report build --jobs N` sets VAELIB_EXECUTOR=local:N for the notebooks it executes.
 A run trained with another number of threads can differ from the in-process one in the last bits of float32
@@ -27,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import paths, runs
+from . import grid, paths, runs
 from .config import ConfigError, RunConfig, check_choice, check_int
 from .runs import Run
 from .train import fit_or_load
 
-KINDS = ("inprocess", "local", "slurm", "submitit-local")
+KINDS = ("inprocess", "local", "slurm", "submitit-local", "grid")
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,12 @@ class Executor:
         if self.kind == "slurm":
             return (f"Slurm jobs (partition {self.partition or 'default'}, {self.gpus_per_job} GPU(s) per job, "
                     f"{self.time_minutes} min limit)")
-        return {"inprocess": "this process", "submitit-local": "submitit's local executor"}[self.kind]
+        return {"inprocess": "this process", "grid": "grids trained as one in this process",
+                "submitit-local": "submitit's local executor"}[self.kind]
 
 
 def parse_executor(text: str) -> Executor:
-    """'inprocess', 'local:N', 'slurm' or 'submitit-local' (Slurm options from the environment)."""
+    """'inprocess', 'grid', 'local:N', 'slurm' or 'submitit-local' (Slurm options from the environment)."""
     kind, _, jobs = text.strip().partition(":")
     if kind == "local":
         if not jobs.isdigit() or int(jobs) < 1:
@@ -144,6 +148,8 @@ def train_many(configs: Sequence[RunConfig], runs_dir: str | os.PathLike | None 
     cache = paths.runs_dir(runs_dir)
     if executor.kind == "inprocess":
         return [fit_or_load(config, cache, data_dir, progress=progress) for config in configs]
+    if executor.kind == "grid":
+        return _train_grids(configs, cache, data_dir, progress)
     data = None if data_dir is None else str(Path(data_dir).resolve())
     unique = list({c.run_name(): c for c in configs}.values())
     todo = [c for c in unique if not runs.is_complete(runs.run_dir(c, cache), c)]
@@ -153,6 +159,20 @@ def train_many(configs: Sequence[RunConfig], runs_dir: str | os.PathLike | None 
         map_jobs(_train_one, [(c.to_dict(), str(cache), data) for c in todo], [c.run_name() for c in todo],
                  executor, progress, str(cache))
     return [runs.load_run(runs.run_dir(config, cache), config.device) for config in configs]
+
+
+def _train_grids(configs: list[RunConfig], cache: Path, data_dir: str | os.PathLike | None,
+                 progress: bool) -> list[Run]:
+    unique = list({c.run_name(): c for c in configs}.values())
+    todo = [c for c in unique if not runs.is_complete(runs.run_dir(c, cache), c)]
+    # a member with an unfinished checkpoint resumes alone: the grid starts members from scratch only
+    fresh = [c for c in todo if not (runs.run_dir(c, cache) / runs.CHECKPOINT_FILE).exists()]
+    grids, _ = grid.grid_groups(fresh)
+    for members in grids:
+        if progress:
+            _say(f"training {len(members)} runs as one grid")
+        grid.train_grid(members, cache, data_dir)
+    return [fit_or_load(config, cache, data_dir, progress=progress) for config in configs]
 
 
 def as_executor(executor: Executor | str | None) -> Executor:
@@ -168,7 +188,7 @@ def map_jobs(function: Callable[..., Any], jobs: Sequence[tuple], labels: Sequen
     module-level (picklable); `labels` name the jobs in progress lines and errors; `folder` is where submitit
     keeps its logs (default: the run cache). Each local worker gets its share of the CPU threads."""
     jobs, labels = list(jobs), list(labels)
-    if executor.kind == "inprocess":
+    if executor.kind in ("inprocess", "grid"):  # a generic job is no grid: in this process
         return [function(*job) for job in jobs]
     if executor.kind == "local":
         import multiprocessing

@@ -29,6 +29,15 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def bound_log_var(log_var: torch.Tensor) -> torch.Tensor:
+    """The encoder's raw log-variance output (any shape) smoothly bounded to |log_var| < LOG_VAR_BOUND.
+
+    The identity to within 5% where real posteriors live (|log_var| < 8): one overshooting step can otherwise
+    push exp(log_var) past float32's range and end the run. Maps 0 to exactly 0 (vaelib.grid relies on it).
+    """
+    return LOG_VAR_BOUND * torch.tanh(log_var / LOG_VAR_BOUND)
+
+
 class GaussianEncoder(nn.Module):
     """q(z|x) = N(loc, diag(exp(log_var))) from any network `body` that outputs (B, 2Z)."""
 
@@ -39,9 +48,7 @@ class GaussianEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, log_var = self.body(x).chunk(2, dim=-1)
-        # A smooth bound |log_var| < 20 (the identity to within 5% where real posteriors live, |log_var| < 8):
-        # one overshooting step can otherwise push exp(log_var) past float32's range and end the run.
-        return loc, LOG_VAR_BOUND * torch.tanh(log_var / LOG_VAR_BOUND)
+        return loc, bound_log_var(log_var)
 
 
 class ResBlock(nn.Module):
