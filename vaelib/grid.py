@@ -61,6 +61,9 @@ def grid_incompatibility(configs: list[RunConfig]) -> str | None:
             return f"field {name!r} is {getattr(ref, name)!r}; the grid trains only {name}={value!r}"
     if ref.architecture not in ("mlp", "auto"):
         return f"field 'architecture' is {ref.architecture!r}; the grid trains only MLPs"
+    if select_device(ref.device).type != "cpu":
+        # a member's checkpoint must hold the CUDA stream a solo run would hold: not written yet
+        return f"field 'device' is {ref.device!r} (not the CPU); the grid trains on the CPU only so far"
     return None
 
 
