@@ -3,7 +3,9 @@
 Three ways to train the same configs (figure2_configs, the paper's architectures, M = 100, Adagrad) for the
 same samples, measured back to back in this process: `sequential` (train.fit on each run), `grid-padded`
 (one grid, the latent padded to the largest with a mask) and `grid-by-shape` (the grid trainer on each
-latent size alone: what grouping by shape gives when every member's latent size differs). Wall seconds
+latent size alone: what grouping by shape gives when every member's latent size differs) and `bucketed`
+(vaelib.grid.latent_buckets, what the 'grid' executor does: sizes <= PAD_LIMIT padded together, larger
+ones apart). Wall seconds
 include each run's test evaluations, the same in all three. Ratios are sequential / way.
 
 Usage:  .venv/bin/python bench/bench_grid.py [--threads 1] [--train-size 3000] [--datasets binarized-mnist freyface]
@@ -40,6 +42,11 @@ def one_grid_per_shape(configs: list[RunConfig], root: Path, data: Dataset) -> N
         grid.train_grid([config], root, None, data)
 
 
+def bucketed(configs: list[RunConfig], root: Path, data: Dataset) -> None:
+    for bucket in grid.latent_buckets(configs):
+        grid.train_grid(bucket, root, None, data)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -52,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     print(f"threads={args.threads}, {args.train_size} training points, {args.epochs} epochs per run")
     print(f"{'data set':<16} {'runs':>4} {'sequential s':>12} {'grid-padded s':>13} {'grid-by-shape s':>15} "
-          f"{'padded x':>8} {'by-shape x':>10}")
+          f"{'bucketed s':>10} {'padded x':>8} {'by-shape x':>10} {'bucketed x':>10}")
     for dataset in args.datasets:
         configs = figure2_configs(dataset, methods=("aevb",), samples_budget=args.epochs * args.train_size,
                                   train_size=args.train_size, test_size=500, device="cpu")
@@ -63,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
             seq = timed(sequential, configs, root / "seq", data)
             padded = timed(grid.train_grid, configs, root / "padded", None, data)
             by_shape = timed(one_grid_per_shape, configs, root / "shape", data)
+            buckets = timed(bucketed, configs, root / "buckets", data)
         print(f"{dataset:<16} {len(configs):>4} {seq:>12.1f} {padded:>13.1f} {by_shape:>15.1f} "
-              f"{seq / padded:>8.2f} {seq / by_shape:>10.2f}")
+              f"{buckets:>10.1f} {seq / padded:>8.2f} {seq / by_shape:>10.2f} {seq / buckets:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,10 @@ def test_the_grid_executor_trains_compatible_runs_as_one_and_the_rest_alone(
     assert called == [list(LATENTS)]
     assert [r.config for r in trained] == configs and all(len(r.history) == 2 for r in trained)
     assert executors.parse_executor("grid").kind == "grid"
+
+
+def test_a_large_latent_size_trains_apart_from_the_small_ones(tiny_config: RunConfig) -> None:
+    configs = [tiny_config.replace(latent_dim=z, seed=s) for z in (3, 10, 200, grid.PAD_LIMIT) for s in (0, 1)]
+    grids, rest = grid.grid_groups([*configs, tiny_config.replace(method="mcem")])
+    assert sorted(sorted(c.latent_dim for c in g) for g in grids) == [[3, 3, 10, 10, 32, 32], [200, 200]]
+    assert [c.method for c in rest] == ["mcem"]

@@ -61,6 +61,9 @@ def grid_incompatibility(configs: list[RunConfig]) -> str | None:
             return f"field {name!r} is {getattr(ref, name)!r}; the grid trains only {name}={value!r}"
     if ref.architecture not in ("mlp", "auto"):
         return f"field 'architecture' is {ref.architecture!r}; the grid trains only MLPs"
+    if select_device(ref.device).type != "cpu":
+        # a member's checkpoint must hold the CUDA stream a solo run would hold: not written yet
+        return f"field 'device' is {ref.device!r} (not the CPU); the grid trains on the CPU only so far"
     return None
 
 
@@ -75,9 +78,24 @@ def grid_groups(configs: list[RunConfig]) -> tuple[list[list[RunConfig]], list[R
         key = repr([(f.name, getattr(config, f.name)) for f in dataclasses.fields(RunConfig)
                     if f.name not in GRID_VARYING])
         groups.setdefault(key, []).append(config)
-    grids = [group for group in groups.values() if len(group) > 1]
-    rest += [group[0] for group in groups.values() if len(group) == 1]
+    buckets = [bucket for group in groups.values() for bucket in latent_buckets(group)]
+    grids = [bucket for bucket in buckets if len(bucket) > 1]
+    rest += [bucket[0] for bucket in buckets if len(bucket) == 1]
     return grids, rest
+
+
+# Latent sizes up to this pad together: padding them costs little beside the hidden layers; a larger
+# latent size (Fig. 2's 200) trains only beside its own size, so it makes no small member pay for it.
+PAD_LIMIT = 32
+
+
+def latent_buckets(configs: list[RunConfig]) -> list[list[RunConfig]]:
+    """`configs` split into grids: every latent size <= PAD_LIMIT in one, each larger size in its own."""
+    buckets: dict[int, list[RunConfig]] = {}
+    for config in configs:
+        key = PAD_LIMIT if config.latent_dim <= PAD_LIMIT else config.latent_dim
+        buckets.setdefault(key, []).append(config)
+    return list(buckets.values())
 
 
 def check_grid(configs: list[RunConfig]) -> None:
