@@ -200,3 +200,12 @@ def test_plots_return_figures() -> None:
     for fig in figures:
         assert isinstance(fig, Figure) and fig.axes
         plt.close(fig)
+
+
+def test_sample_means_agree_with_the_exact_means_within_their_error_bars(table) -> None:
+    """The chapter's agreement claim, with its error bar: within 5 standard errors wherever E[z] exists."""
+    finite = table[table["exact_mean"].map(math.isfinite)]
+    assert len(finite) >= 5 and finite["mean_std_error"].gt(0).all()
+    z = (finite["sample_mean"] - finite["exact_mean"]).abs() / finite["mean_std_error"]
+    assert (z < 5).all(), finite.assign(z=z)[["distribution", "z"]]
+    assert table.loc[~table["exact_mean"].map(math.isfinite), "mean_std_error"].isna().all()

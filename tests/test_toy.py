@@ -209,3 +209,22 @@ def test_bad_arguments_are_rejected() -> None:
         model.log_marginal(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="positive integer"):
         model.sample_x(0)
+
+
+def test_quieter_estimator_finding_follows_the_table_either_way() -> None:
+    import pandas as pd
+
+    from vaelib.experiments.bounds import quieter_estimator_finding
+
+    def table(var_a: list[float], var_b: list[float]) -> pd.DataFrame:
+        rows = [{"datapoint": i, "estimator": e, "variance": v}
+                for e, vs in (("A", var_a), ("B", var_b)) for i, v in enumerate(vs)]
+        return pd.DataFrame(rows)
+
+    a_quieter = quieter_estimator_finding(table([1, 1, 1, 5, 5], [2, 2, 2, 1, 1]))
+    assert "estimator A" in a_quieter and "3 of 5" in a_quieter and "B at 2" in a_quieter
+    b_quieter = quieter_estimator_finding(table([2, 2, 2, 1, 1], [1, 1, 1, 5, 5]))
+    assert "estimator B" in b_quieter and "3 of 5" in b_quieter
+    assert "Neither" in quieter_estimator_finding(table([1, 2], [2, 1]))
+    with pytest.raises(ValueError, match="lacks columns"):
+        quieter_estimator_finding(pd.DataFrame({"datapoint": [0]}))

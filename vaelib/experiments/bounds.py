@@ -166,3 +166,26 @@ def train_toy_encoder(model: LinearGaussian, x: torch.Tensor, steps: int = 1000,
         for p in decoder:
             p.requires_grad_(True)
     return pd.DataFrame(rows)
+
+
+def quieter_estimator_finding(moments: pd.DataFrame) -> str:
+    """One sentence saying which estimator had the smaller variance at how many datapoints.
+
+    `moments` is `estimator_moments`'s table (columns datapoint, estimator in {"A", "B"}, variance). The
+    wording follows the counts, so the prose cannot claim a winner the table does not show.
+    """
+    missing = {"datapoint", "estimator", "variance"} - set(moments.columns)
+    if missing:
+        raise ValueError(f"moments lacks columns {sorted(missing)}: pass estimator_moments(...)'s table")
+    wide = moments.pivot(index="datapoint", columns="estimator", values="variance")
+    if set(wide.columns) != {"A", "B"}:
+        raise ValueError(f"moments must hold estimators A and B, got {sorted(wide.columns)}")
+    a_wins, b_wins = int((wide["A"] < wide["B"]).sum()), int((wide["B"] < wide["A"]).sum())
+    n = len(wide)
+    if a_wins == b_wins:
+        return (f"Neither estimator is quieter overall here: A has the smaller variance at {a_wins} of {n} "
+                f"points, B at {b_wins}.")
+    lead, other = ("A", "B") if a_wins > b_wins else ("B", "A")
+    lead_n, other_n = max(a_wins, b_wins), min(a_wins, b_wins)
+    return (f"In this table estimator {lead} has the smaller variance at {lead_n} of {n} points "
+            f"and {other} at {other_n}.")

@@ -203,8 +203,10 @@ def check_reparameterizations(n_samples: int = 20_000, seed: int = 0,
     """Sample every worked example and check it against torch.distributions. One row per example.
 
     Columns: family, distribution, construction, n; ks_statistic, p_value (KS test against the reference
-    CDF); sample_mean, exact_mean (NaN where E[z] does not exist); grad_param, pathwise_grad (autograd of
-    the sample mean, d/dtheta of (1/n) sum g_theta(eps_i)) and exact_grad (autograd of the reference's mean).
+    CDF); sample_mean, its mean_std_error (the sample standard deviation over sqrt(n): the error bar of the
+    agreement with exact_mean; NaN where E[z] does not exist), exact_mean (NaN likewise); grad_param,
+    pathwise_grad (autograd of the sample mean, d/dtheta of (1/n) sum g_theta(eps_i)) and exact_grad
+    (autograd of the reference's mean).
     """
     if not (isinstance(n_samples, int) and n_samples >= 2):
         raise ValueError(f"n_samples={n_samples!r} must be an integer >= 2")
@@ -224,7 +226,10 @@ def check_reparameterizations(n_samples: int = 20_000, seed: int = 0,
             pathwise, exact = (0.0 if g is None else float(g) for g in (pathwise, exact))
         rows.append({"family": rep.family, "distribution": rep.name, "construction": rep.construction,
                      "n": n_samples, "ks_statistic": statistic, "p_value": p_value,
-                     "sample_mean": float(samples.detach().mean()), "exact_mean": float(exact_mean.detach()),
+                     "sample_mean": float(samples.detach().mean()),
+                     "mean_std_error": (float(samples.detach().std() / math.sqrt(n_samples))
+                                        if math.isfinite(float(exact_mean.detach())) else math.nan),
+                     "exact_mean": float(exact_mean.detach()),
                      "grad_param": rep.grad_param or "", "pathwise_grad": pathwise, "exact_grad": exact})
     return pd.DataFrame(rows)
 

@@ -144,7 +144,7 @@ def summary_table(runs: Mapping[str, Run], results: Mapping[str, Mapping[str, An
 
 
 # The literature's test NLLs on dynamically binarized MNIST that chapter 9's table shows (vaelib.literature).
-MNIST_NLL_REFERENCES = ("burda2015_vae", "nbip_vae", "burda2015_iwae_k50")
+MNIST_NLL_REFERENCES = ("burda2015_vae", "nbip_vae", "burda2015_iwae_k50", "kingma2016_resnet_vae")
 
 
 def _objective_of(ref: literature.Reference) -> str:
