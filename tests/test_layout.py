@@ -29,7 +29,7 @@ RANKS = {
     "estimators": 8,
     "runs": 9,
     "evaluate": 10,
-    "train": 11, "executors": 11,
+    "train": 11, "grid": 11, "executors": 11,
     "experiments": 12,
     "figures": 13,
     "results": 14,

@@ -15,6 +15,7 @@ nothing of figures or the book (checked by tests/test_layout.py):
     runs                run directories, the run cache, its lock and its code version
     evaluate            the one home of evaluation: seeded streams, ELBO, log p(x), unit statistics, cache
     train               fit, fit_or_load, optimizers, schedules
+    grid                runs that differ only in latent size or seed trained as one stacked computation
     executors           train_many and map_jobs: in process, a local pool, Slurm through submitit
     literature          every published number compared against
     experiments         the chapters' drivers (Figs. 2 and 3, studies, step sizes, theory demos)
