@@ -129,3 +129,14 @@ def test_step_size_trials_of_other_data_sets_are_kept(tmp_path) -> None:
     kept = pd.read_csv(tmp_path / measured.TRIALS_FILE)
     assert sorted(kept["dataset"]) == ["binarized-mnist", "freyface", "freyface"]
     assert kept.loc[kept["dataset"] == "binarized-mnist", "score"].tolist() == [-2.0]
+
+
+def test_the_label_gives_the_range_of_budgets_the_runs_reached(tiny_frey, tmp_path, monkeypatch) -> None:
+    configs = figure2.figure2_configs("freyface", [2], samples_budget=120, methods=("aevb", "wake-sleep"),
+                                      train_size=40, hidden_dim=8, device="cpu")
+    out = tmp_path / "book" / "measured" / "m"
+    monkeypatch.setattr(measured, "measured_dir", lambda name: tmp_path / "book" / "measured" / name)
+    grow_figure2(configs[:1], [4000], out, tmp_path / "cache", None, "inprocess")
+    assert measured.label("m").startswith("measured to 4e3 samples")
+    grow_figure2(configs[1:], [200], out, tmp_path / "cache", None, "inprocess")  # one run stops earlier
+    assert measured.label("m").startswith("measured to 2e2–4e3 samples")

@@ -93,10 +93,15 @@ def describe(folder: str | os.PathLike) -> dict:
 
 
 def label(name: str) -> str:
-    """How a figure names the measured runs of `book/measured/<name>`: their largest budget and machine."""
+    """How a figure names the measured runs of `book/measured/<name>`: their budget (a range where the runs
+    reached different budgets, e.g. one data set further than another) and machine."""
     summary = describe(measured_dir(name))
     machine = summary["calls"][-1]["machine"] if summary["calls"] else "unknown machine"
-    return f"measured to {summary['max_samples']:.0e} samples ({machine})".replace("e+0", "e")
+    reach = sorted({int(history["samples_seen"].max()) for _, history in load_measured(measured_dir(name))})
+    budget = f"{reach[0]:.0e}" if len(reach) < 2 or f"{reach[0]:.0e}" == f"{reach[-1]:.0e}" \
+        else f"{reach[0]:.0e}–{reach[-1]:.0e}"
+    return f"measured to {budget} samples ({machine})".replace("e+0", "e") if reach else \
+        f"no measured runs ({machine})"
 
 
 def write_readme(folder: str | os.PathLike) -> Path:
