@@ -39,7 +39,7 @@ from .methods import NonFiniteLossError
 from .models import VAE, bound_log_var, build_model
 from .objectives import kl_divergence
 from .runs import HISTORY_COLUMNS, Run, run_lock, select_device
-from .train import _rng_state, kl_weight, learning_rate, make_optimizer, seed_everything, should_evaluate
+from .train import kl_weight, learning_rate, make_optimizer, rng_state, seed_everything, should_evaluate
 
 # The fields grid members may differ in; every other RunConfig field must be equal across the grid.
 GRID_VARYING = ("latent_dim", "seed", "extra")
@@ -354,7 +354,7 @@ def _save_member(stack: _Stack, g: int, config: RunConfig, out: Path, model: VAE
     np.random.seed(config.seed)
     torch.set_rng_state(eps_gen.get_state())
     try:
-        rng = _rng_state(data_gen)
+        rng = rng_state(data_gen)
     finally:
         random.setstate(saved[0])
         np.random.set_state(saved[1])

@@ -80,7 +80,9 @@ def should_evaluate(config: RunConfig, epoch: int, n_train: int) -> bool:
     return math.floor(5 * math.log10(now)) > math.floor(5 * math.log10(before))
 
 
-def _rng_state(generator: torch.Generator) -> dict:
+def rng_state(generator: torch.Generator) -> dict:
+    """Every random state a checkpoint keeps (Python, NumPy, torch CPU and CUDA, the data order's generator),
+    so a resumed run, or a grid member written by `vaelib.grid`, continues its streams exactly."""
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
@@ -204,7 +206,7 @@ def _fit(config: RunConfig, out: Path, resume: bool, data_dir: str | os.PathLike
         bar.set_postfix(epoch=epoch, train_elbo=f"{elbo_:.2f}", test_elbo=f"{row['test_elbo']:.2f}")
         if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
             runs.save_checkpoint(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "epoch": epoch, "rng": _rng_state(generator), "history": rows})
+                                       "epoch": epoch, "rng": rng_state(generator), "history": rows})
             last_saved = epoch
     bar.close()
     model.eval()
